@@ -1,0 +1,1 @@
+//! SA shard table.
