@@ -148,4 +148,94 @@ pub(crate) mod test_util {
             .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digit"))
             .collect()
     }
+    /// ESP plaintexts of ikev1-natt (decrypted.txt: `UDP | L2TP | PPP … | padding |
+    /// pad length | next header`), by frame number.
+    pub const NATT_PLAINTEXT: &[(usize, &str)] = &[
+        (
+            10,
+            concat!(
+                "06a506a5006f0000c8020067000000000000000080080000000000018008000000020100800a",
+                "0000000300000003800a00000004000000000008000000060690800c00000007286e6f6e6529",
+                "00130000000878656c6572616e63652e636f6d8008000000097ad080080000000a0004010203",
+                "0311",
+            ),
+        ),
+        (13, "06a506a500140000c802000c7ad000000001000201020211"),
+        (
+            17,
+            concat!(
+                "06a506a5003a0000c8020032131e366800030002800800000000000c800a0000001800000000",
+                "800a0000001300000001000a00000026000000000011",
+            ),
+        ),
+        (
+            19,
+            concat!(
+                "06a506a5002600000002131e3668ff03c02101010014010405780206000000000506211e825e",
+                "0011",
+            ),
+        ),
+        (
+            20,
+            concat!(
+                "06a506a5002b000000027ad0cbaaff03c02101010019010405780206000000000305c2238105",
+                "06a72d38770102030311",
+            ),
+        ),
+        (
+            23,
+            concat!(
+                "06a506a5002c000000027ad0cbaaff03c2230157001a108ba5021fd4b0413bbdfc5f5078a5ae",
+                "fe6c3274706401020211",
+            ),
+        ),
+        (
+            24,
+            concat!(
+                "06a506a5004d00000002131e3668ff03c2230257003b317d1f07b96a8afefca6c0a674dfa122",
+                "a30000000000000000a557788e6371cdb4b106443e72fc85de82226cd33012fde700616c6963",
+                "65010111",
+            ),
+        ),
+        (
+            26,
+            "06a506a5001c000000027ad0cbaaff0380210101000a03060a61000101020211",
+        ),
+        (
+            28,
+            "06a506a5001c000000027ad0cbaaff0380210301000a03060a61000a01020211",
+        ),
+        (
+            32,
+            concat!(
+                "06a506a5006600000002131e3668ff03002145000054936040004001927c0a61000a0a610001",
+                "0800bf4201ec00019a2b036b00000000da66000000000000101112131415161718191a1b1c1d",
+                "1e1f202122232425262728292a2b2c2d2e2f30313233343536370011",
+            ),
+        ),
+        (
+            38,
+            "06a506a5002200000002131e3668ff03c021050200105573657220726571756573740011",
+        ),
+        (
+            42,
+            concat!(
+                "06a506a500360000c802002e131e00000005000280080000000000048008000000097ad08012",
+                "0000000100010000476f6f64627965210011",
+            ),
+        ),
+    ];
+
+    /// The UDP payload (an L2TP message) inside ikev1-natt frame `number`: the ESP
+    /// plaintext minus its trailer and the 8-byte UDP header.
+    pub fn natt_l2tp(number: usize) -> Vec<u8> {
+        let (_, text) = NATT_PLAINTEXT
+            .iter()
+            .find(|(n, _)| *n == number)
+            .expect("frame in NATT_PLAINTEXT");
+        let plaintext = hex(text);
+        let (payload, _) = super::esp::split_plaintext(&plaintext).expect("trailer");
+        let udp = super::udp::Packet::new_checked(payload).expect("udp");
+        udp.payload().to_vec()
+    }
 }
