@@ -3,9 +3,9 @@
 //! The checksum is the ones'-complement of the ones'-complement sum of the data taken
 //! as big-endian 16-bit words (an odd final byte is padded with zero, RFC 1071 §4.1).
 //!
-//! [`sum`] returns an unfolded-free partial sum that can be [`combine`]d with the sums
-//! of other even-length pieces (a pseudo-header, a header, a payload) and then
-//! [`fold`]ed; `!fold(..)` is the value that goes on the wire. [`update`] and
+//! [`sum`] returns a 16-bit partial sum (not complemented) that can be [`combine`]d
+//! with the sums of other even-length pieces (a pseudo-header, a header, a payload)
+//! and then [`fold`]ed; `!fold(..)` is the value that goes on the wire. [`update`] and
 //! [`update_u32`] adjust a checksum already on the wire when one field changes
 //! (RFC 1624 eqn. 3), as NAT or TCP MSS clamping does.
 

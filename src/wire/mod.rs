@@ -239,3 +239,58 @@ pub(crate) mod test_util {
         udp.payload().to_vec()
     }
 }
+
+/// Every frame of every golden capture taken apart layer by layer.
+#[cfg(test)]
+mod chain_tests {
+    use super::test_util::{CBC, GCM, IKEV2, NATT};
+    use super::udp_encap::{self, Encap4500};
+    use super::{esp, ethernet, ipv4, pcap, udp};
+
+    #[derive(Debug, Default, PartialEq)]
+    struct Counts {
+        ike: usize,
+        esp: usize,
+    }
+
+    fn count(capture: &[u8]) -> Counts {
+        let mut counts = Counts::default();
+        for record in pcap::Reader::new(capture).unwrap().records() {
+            let eth = ethernet::Packet::new_checked(record.unwrap().data).unwrap();
+            assert_eq!(eth.ethertype(), ethernet::EtherType::IPV4);
+            let ip = ipv4::Packet::new_checked(eth.payload()).unwrap();
+            ipv4::Repr::parse(&ip).unwrap();
+            match ip.protocol() {
+                ipv4::Protocol::ESP => {
+                    esp::Repr::parse(&esp::Packet::new_checked(ip.payload()).unwrap()).unwrap();
+                    counts.esp += 1;
+                }
+                ipv4::Protocol::UDP => {
+                    let udp = udp::Packet::new_checked(ip.payload()).unwrap();
+                    let kind = match udp.dst_port() {
+                        udp_encap::NAT_T_PORT => udp_encap::classify(udp.payload()),
+                        _ => udp_encap::classify_500(udp.payload()),
+                    };
+                    match kind.unwrap() {
+                        Encap4500::Esp => counts.esp += 1,
+                        Encap4500::Ike { .. } => counts.ike += 1,
+                        Encap4500::NatKeepalive => {}
+                    }
+                }
+                other => panic!("unexpected protocol {other:?}"),
+            }
+        }
+        counts
+    }
+
+    // tshark -r tests/data/<capture>.pcap -Y esp | wc -l   and   -Y isakmp | wc -l
+    //   ikev1-natt 34 ESP (KEYS.md: 16 + 18), 11 ISAKMP; cbc and gcm 34 ESP, 11 ISAKMP;
+    //   ikev2 tunnel 40 ESP, 6 ISAKMP
+    #[test]
+    fn golden_captures_decode_to_the_last_frame() {
+        assert_eq!(count(NATT), Counts { ike: 11, esp: 34 });
+        assert_eq!(count(CBC), Counts { ike: 11, esp: 34 });
+        assert_eq!(count(GCM), Counts { ike: 11, esp: 34 });
+        assert_eq!(count(IKEV2), Counts { ike: 6, esp: 40 });
+    }
+}
