@@ -1,1 +1,14 @@
-//! Data path stages.
+//! The data path of a worker: batch stages from the outer IPv4 packet to the inner one
+//! and back ([`chain`]), the sessions it serves ([`session`]) and its counters
+//! ([`stats`]).
+
+pub mod chain;
+pub mod peer;
+pub mod session;
+pub mod stats;
+
+pub use chain::{ControlKind, Pkt, Shard, Verdict};
+pub use stats::{DropReason, Stats};
+
+#[cfg(test)]
+mod tests;

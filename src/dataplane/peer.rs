@@ -1,0 +1,320 @@
+//! The client side of an established L2TP/IPsec session's data path: builds what a
+//! client sends (inner IPv4 in PPP in L2TP in UDP 1701 in ESP) and opens what the
+//! gateway sends back. Used by the tests, the benches, `sekisho bench` and the load
+//! generator; it runs the same pure functions as the gateway, mirrored.
+
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use crate::crypto::{Backend, Transform};
+use crate::esp::decap::{self, Classified};
+use crate::esp::encap::{self, OuterParams};
+use crate::esp::sa::{Direction, Encap, Lifetime, Mode, Sa, SaBuildError, SaConfig};
+use crate::esp::shard::{SpiLayout, SpiTable};
+use crate::wire::{l2tp, ppp};
+
+use super::chain::{L2TP_PPP_UDP_HEADROOM, Shard, l2tp_ppp_udp_out};
+use super::session::{OutboundId, Session, SessionError};
+
+/// Why a simulated session could not be installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EstablishError {
+    /// Key material or replay window refused.
+    Sa(SaBuildError),
+    /// The worker's SPI table is full.
+    TableFull,
+    /// Session ids or inner address already in use.
+    Session(SessionError),
+}
+
+impl From<SaBuildError> for EstablishError {
+    fn from(e: SaBuildError) -> Self {
+        EstablishError::Sa(e)
+    }
+}
+
+/// Octets a test frame keeps in front of the inner packet: Ethernet, outer IPv4,
+/// UDP 4500, ESP header, the largest IV, UDP 1701, L2TP, PPP, with slack.
+pub const FRAME_HEADROOM: usize = 128;
+/// Octets a test frame keeps behind the inner packet: padding, trailer and ICV.
+pub const FRAME_TAILROOM: usize = 64;
+
+/// What both ends agree on for one simulated session.
+#[derive(Clone, Debug)]
+pub struct PeerParams {
+    /// ESP transform.
+    pub transform: Transform,
+    /// UDP-encapsulated ESP (NAT-T) or raw.
+    pub natt: bool,
+    /// Gateway outer address.
+    pub gateway: Ipv4Addr,
+    /// Client outer address (after NAT).
+    pub client: Ipv4Addr,
+    /// Client's UDP source port for NAT-T (distinct per client behind one NAT).
+    pub client_port: u16,
+    /// Client's inner (PPP) address.
+    pub inner: Ipv4Addr,
+    /// Gateway's tunnel and session ids.
+    pub gw_ids: (u16, u16),
+    /// Client's tunnel and session ids.
+    pub client_ids: (u16, u16),
+    /// Crypto backend of both ends.
+    pub backend: Backend,
+}
+
+/// A simulated client with its two SAs.
+pub struct SimPeer {
+    /// What was agreed.
+    pub params: PeerParams,
+    /// Client → gateway (SPI allocated by the gateway).
+    pub out_sa: Sa,
+    /// Gateway → client (the client's SPI).
+    pub in_sa: Sa,
+    session_view: Session,
+    ident: u16,
+}
+
+fn keymat(t: Transform, seed: u8) -> Vec<u8> {
+    (0..t.keymat_len())
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+impl SimPeer {
+    /// Installs a session on the gateway shard (inbound SA, outbound SA, session) the
+    /// way the control thread will, and returns the matching client.
+    pub fn establish(
+        shard: &mut Shard,
+        p: PeerParams,
+        seed: u8,
+    ) -> Result<SimPeer, EstablishError> {
+        let now = Instant::now();
+        let t = p.transform;
+        let (gw_port, cl_port) = (4500, p.client_port);
+        let gw_encap = if p.natt {
+            Encap::Udp {
+                local_port: gw_port,
+                remote_port: cl_port,
+            }
+        } else {
+            Encap::None
+        };
+        let cl_encap = if p.natt {
+            Encap::Udp {
+                local_port: cl_port,
+                remote_port: gw_port,
+            }
+        } else {
+            Encap::None
+        };
+        let k_in = keymat(t, seed);
+        let k_out = keymat(t, seed ^ 0x5a);
+        let client_spi = 0xc000_0000 | u32::from(seed) << 8 | 0x11;
+        let base = |spi, direction, encap, local, remote| SaConfig {
+            spi,
+            direction,
+            transform: t,
+            esn: false,
+            mode: Mode::Transport,
+            encap,
+            local,
+            remote,
+            replay_window: 1024,
+            lifetime: Lifetime::default(),
+            backend: p.backend,
+        };
+        // Gateway inbound: keyed first, then stored under the SPI the shard allocates.
+        let gw_sa = Sa::new(
+            &base(0, Direction::Inbound, gw_encap, p.gateway, p.client),
+            &k_in,
+            [seed; 16],
+            now,
+        )?;
+        let gw_in = shard
+            .inbound
+            .insert_with(|spi| gw_sa.with_spi(spi))
+            .map_err(|_| EstablishError::TableFull)?;
+        let gw_out = Sa::new(
+            &base(
+                client_spi,
+                Direction::Outbound,
+                gw_encap,
+                p.gateway,
+                p.client,
+            ),
+            &k_out,
+            [seed ^ 1; 16],
+            now,
+        )?;
+        let oid = shard.outbound.insert(gw_out);
+        shard
+            .sessions
+            .insert(Session {
+                local_tunnel_id: p.gw_ids.0,
+                local_session_id: p.gw_ids.1,
+                peer_tunnel_id: p.client_ids.0,
+                peer_session_id: p.client_ids.1,
+                peer_port: 1701,
+                inbound_spi: Some(gw_in),
+                outbound: Some(OutboundId(oid.0)),
+                inner_addr: p.inner,
+                acfc: false,
+                pfc: false,
+                plain: None,
+            })
+            .map_err(EstablishError::Session)?;
+        let out_sa = Sa::new(
+            &base(gw_in, Direction::Outbound, cl_encap, p.client, p.gateway),
+            &k_in,
+            [seed ^ 2; 16],
+            now,
+        )?;
+        let in_sa = Sa::new(
+            &base(
+                client_spi,
+                Direction::Inbound,
+                cl_encap,
+                p.client,
+                p.gateway,
+            ),
+            &k_out,
+            [seed ^ 3; 16],
+            now,
+        )?;
+        let session_view = Session {
+            local_tunnel_id: p.client_ids.0,
+            local_session_id: p.client_ids.1,
+            peer_tunnel_id: p.gw_ids.0,
+            peer_session_id: p.gw_ids.1,
+            peer_port: 1701,
+            inbound_spi: None,
+            outbound: None,
+            inner_addr: p.inner,
+            acfc: false,
+            pfc: false,
+            plain: None,
+        };
+        Ok(SimPeer {
+            params: p,
+            out_sa,
+            in_sa,
+            session_view,
+            ident: 0,
+        })
+    }
+
+    /// Writes an inner IPv4/UDP packet of `size` octets from the client's inner
+    /// address to `dst` at `frame[FRAME_HEADROOM..]`; returns its range.
+    pub fn inner_packet(
+        &self,
+        frame: &mut [u8],
+        dst: Ipv4Addr,
+        size: usize,
+    ) -> std::ops::Range<usize> {
+        write_inner_udp(frame, FRAME_HEADROOM, self.params.inner, dst, size)
+    }
+
+    /// Client → gateway: wraps the inner packet at `frame[r]` all the way to the outer
+    /// IPv4 packet and seals it. Returns the outer packet's range.
+    pub fn seal(
+        &mut self,
+        frame: &mut [u8],
+        r: std::ops::Range<usize>,
+    ) -> Option<std::ops::Range<usize>> {
+        let udp = l2tp_ppp_udp_out(frame, r, &self.session_view).ok()?;
+        let seq = self.out_sa.take_seq().ok()?;
+        self.ident = self.ident.wrapping_add(1);
+        let e = encap::encap(
+            frame,
+            udp,
+            &OuterParams::of(&self.out_sa),
+            seq,
+            17,
+            self.ident,
+        )
+        .ok()?;
+        self.out_sa
+            .cipher()
+            .seal(&mut frame[e.esp.clone()], seq)
+            .ok()?;
+        Some(e.packet)
+    }
+
+    /// Gateway → client: opens an outer packet the gateway produced and returns the
+    /// inner IPv4 packet's range, checking every layer on the way.
+    pub fn open(
+        &mut self,
+        frame: &mut [u8],
+        r: std::ops::Range<usize>,
+    ) -> Option<std::ops::Range<usize>> {
+        if self.params.natt {
+            // The client's NAT maps its public port back to 4500 on the way in.
+            let ihl = usize::from(frame.get(r.start)? & 0x0f) * 4;
+            let at = r.start + ihl + 2;
+            frame
+                .get_mut(at..at + 2)?
+                .copy_from_slice(&4500u16.to_be_bytes());
+        }
+        let Classified::Esp(o) = decap::classify(frame, r).ok()? else {
+            return None;
+        };
+        if o.spi != self.in_sa.spi() {
+            return None;
+        }
+        let seq = self.in_sa.check_replay(o.seq_lo).ok()?;
+        self.in_sa
+            .cipher()
+            .open(&mut frame[o.esp.clone()], seq)
+            .ok()?;
+        self.in_sa.accept_replay(seq).ok()?;
+        let inner = decap::strip_trailer(frame, o.esp, self.in_sa.transform()).ok()?;
+        if inner.next_header != 17 {
+            return None;
+        }
+        let udp = &frame[inner.payload.clone()];
+        let ulen = usize::from(u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]));
+        let l2 = inner.payload.start + 8..inner.payload.start + ulen;
+        let pkt = l2tp::Packet::new_checked(&frame[l2.clone()]).ok()?;
+        if pkt.is_control() || (pkt.tunnel_id(), pkt.session_id()) != self.params.client_ids {
+            return None;
+        }
+        let ppp_r = l2.start + pkt.header_len()..l2.end;
+        let f = ppp::Frame::new_checked(&frame[ppp_r.clone()]).ok()?;
+        if f.protocol() != ppp::Protocol::IPV4 {
+            return None;
+        }
+        Some(ppp_r.start + f.payload_offset()..ppp_r.end)
+    }
+}
+
+/// Writes an IPv4/UDP packet of `size` octets (≥ 28) at `frame[at..]` with a valid
+/// header checksum and a counting payload.
+pub fn write_inner_udp(
+    frame: &mut [u8],
+    at: usize,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    size: usize,
+) -> std::ops::Range<usize> {
+    let size = size.max(28);
+    let p = &mut frame[at..at + size];
+    encap::write_ipv4_header(&mut p[..20], size as u16, 0x1234, 17, src, dst);
+    p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+    p[22..24].copy_from_slice(&9u16.to_be_bytes());
+    p[24..26].copy_from_slice(&((size - 20) as u16).to_be_bytes());
+    p[26..28].copy_from_slice(&[0, 0]);
+    for (i, b) in p[28..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    at..at + size
+}
+
+/// A shard for worker 0 with the default SPI layout, IPsec required.
+pub fn new_shard(capacity: usize) -> Shard {
+    Shard::new(SpiTable::new(0, SpiLayout::DEFAULT, capacity), true)
+}
+
+/// Frame size for a given inner packet size.
+pub fn frame_len(inner: usize) -> usize {
+    FRAME_HEADROOM + inner.max(28) + FRAME_TAILROOM + L2TP_PPP_UDP_HEADROOM
+}

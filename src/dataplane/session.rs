@@ -1,0 +1,314 @@
+//! What a worker knows of each L2TP session: the ids both sides use, the SAs that
+//! carry it and the inner address assigned to the client. Looked up by our
+//! (tunnel id, session id) on the way in and by inner address on the way out.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::Ipv4Addr;
+
+/// A multiplicative hasher for the u32 keys of the session maps (ids and addresses
+/// are chosen by the gateway, not by an attacker, so SipHash buys nothing here).
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (u64::from(n) ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 ^= self.0 >> 29;
+    }
+}
+
+type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
+
+/// Index of an outbound SA in a worker's [`OutboundTable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OutboundId(pub u32);
+
+/// One L2TP session (one PPP link) as the data path needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// Tunnel id we assigned (peers put it in packets to us).
+    pub local_tunnel_id: u16,
+    /// Session id we assigned.
+    pub local_session_id: u16,
+    /// The peer's tunnel id (we put it in packets to the peer).
+    pub peer_tunnel_id: u16,
+    /// The peer's session id.
+    pub peer_session_id: u16,
+    /// The peer's L2TP UDP port (inside ESP; normally 1701).
+    pub peer_port: u16,
+    /// The inbound SA (our SPI) that must carry this session, or `None` for plain
+    /// L2TP on trusted networks (`require_ipsec = false`).
+    pub inbound_spi: Option<u32>,
+    /// The outbound SA, or `None` for plain L2TP.
+    pub outbound: Option<OutboundId>,
+    /// The client's address inside the tunnel (IPCP).
+    pub inner_addr: Ipv4Addr,
+    /// Send PPP frames without address/control (the peer accepted ACFC).
+    pub acfc: bool,
+    /// Send one-octet protocol fields (the peer accepted PFC).
+    pub pfc: bool,
+    /// Outer addressing of plain L2TP (no IPsec), for the encap side.
+    pub plain: Option<PlainPeer>,
+}
+
+/// Outer addresses and port of a plain (no IPsec) L2TP session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlainPeer {
+    /// Our outer address.
+    pub local: Ipv4Addr,
+    /// The peer's outer address.
+    pub peer: Ipv4Addr,
+    /// The peer's outer UDP port.
+    pub port: u16,
+}
+
+/// Sessions of one worker.
+#[derive(Debug, Default)]
+pub struct SessionTable {
+    slots: Vec<Option<Session>>,
+    free: Vec<u32>,
+    by_ids: IdMap<u32>,
+    by_inner: IdMap<u32>,
+}
+
+/// Why a session could not be installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionError {
+    /// (tunnel id, session id) already installed.
+    DuplicateIds,
+    /// The inner address is held by another session.
+    DuplicateAddress,
+}
+
+fn ids_key(tunnel: u16, session: u16) -> u32 {
+    u32::from(tunnel) << 16 | u32::from(session)
+}
+
+impl SessionTable {
+    /// An empty table.
+    pub fn new() -> SessionTable {
+        SessionTable::default()
+    }
+
+    /// Installs a session; returns its index.
+    pub fn insert(&mut self, s: Session) -> Result<u32, SessionError> {
+        let ids = ids_key(s.local_tunnel_id, s.local_session_id);
+        let inner = u32::from(s.inner_addr);
+        if self.by_ids.contains_key(&ids) {
+            return Err(SessionError::DuplicateIds);
+        }
+        if self.by_inner.contains_key(&inner) {
+            return Err(SessionError::DuplicateAddress);
+        }
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(s);
+                i
+            }
+            None => {
+                self.slots.push(Some(s));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_ids.insert(ids, idx);
+        self.by_inner.insert(inner, idx);
+        Ok(idx)
+    }
+
+    /// Removes the session with our ids.
+    pub fn remove(&mut self, tunnel: u16, session: u16) -> Option<Session> {
+        let idx = self.by_ids.remove(&ids_key(tunnel, session))?;
+        let s = self.slots.get_mut(idx as usize)?.take()?;
+        self.by_inner.remove(&u32::from(s.inner_addr));
+        self.free.push(idx);
+        Some(s)
+    }
+
+    /// Index of the session with our (tunnel id, session id).
+    #[inline]
+    pub fn find_by_ids(&self, tunnel: u16, session: u16) -> Option<u32> {
+        self.by_ids.get(&ids_key(tunnel, session)).copied()
+    }
+
+    /// Index of the session that holds an inner address.
+    #[inline]
+    pub fn find_by_inner(&self, addr: Ipv4Addr) -> Option<u32> {
+        self.by_inner.get(&u32::from(addr)).copied()
+    }
+
+    /// The session at an index.
+    #[inline]
+    pub fn get(&self, idx: u32) -> Option<&Session> {
+        self.slots.get(idx as usize)?.as_ref()
+    }
+
+    /// The session at an index, mutably.
+    pub fn get_mut(&mut self, idx: u32) -> Option<&mut Session> {
+        self.slots.get_mut(idx as usize)?.as_mut()
+    }
+
+    /// Installed sessions.
+    pub fn len(&self) -> usize {
+        self.by_ids.len()
+    }
+
+    /// No sessions.
+    pub fn is_empty(&self) -> bool {
+        self.by_ids.is_empty()
+    }
+
+    /// Every session.
+    pub fn iter(&self) -> impl Iterator<Item = &Session> {
+        self.slots.iter().flatten()
+    }
+}
+
+/// Outbound SAs of one worker, in a slab: their SPIs are the peers' choice and may
+/// collide between peers, so they are found through the session, not by SPI.
+#[derive(Debug)]
+pub struct OutboundTable<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<u32>,
+}
+
+impl<T> Default for OutboundTable<T> {
+    fn default() -> Self {
+        OutboundTable {
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> OutboundTable<T> {
+    /// Stores an SA.
+    pub fn insert(&mut self, sa: T) -> OutboundId {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(sa);
+                OutboundId(i)
+            }
+            None => {
+                self.slots.push(Some(sa));
+                OutboundId((self.slots.len() - 1) as u32)
+            }
+        }
+    }
+
+    /// Replaces the SA in a slot (rekey: sessions keep their id, traffic moves to the
+    /// new SA at once). Returns the old one.
+    pub fn replace(&mut self, id: OutboundId, sa: T) -> Option<T> {
+        self.slots.get_mut(id.0 as usize)?.replace(sa)
+    }
+
+    /// Removes an SA.
+    pub fn remove(&mut self, id: OutboundId) -> Option<T> {
+        let sa = self.slots.get_mut(id.0 as usize)?.take()?;
+        self.free.push(id.0);
+        Some(sa)
+    }
+
+    /// The SA in a slot.
+    #[inline]
+    pub fn get(&self, id: OutboundId) -> Option<&T> {
+        self.slots.get(id.0 as usize)?.as_ref()
+    }
+
+    /// The SA in a slot, mutably.
+    #[inline]
+    pub fn get_mut(&mut self, id: OutboundId) -> Option<&mut T> {
+        self.slots.get_mut(id.0 as usize)?.as_mut()
+    }
+
+    /// Installed SAs.
+    pub fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// None installed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(t: u16, s: u16, addr: [u8; 4]) -> Session {
+        Session {
+            local_tunnel_id: t,
+            local_session_id: s,
+            peer_tunnel_id: 100,
+            peer_session_id: 200,
+            peer_port: 1701,
+            inbound_spi: Some(0x1000),
+            outbound: Some(OutboundId(0)),
+            inner_addr: Ipv4Addr::from(addr),
+            acfc: false,
+            pfc: false,
+            plain: None,
+        }
+    }
+
+    #[test]
+    fn insert_find_remove_reuse() {
+        let mut t = SessionTable::new();
+        let a = t.insert(session(1, 2, [10, 0, 0, 10])).unwrap();
+        assert_eq!(t.find_by_ids(1, 2), Some(a));
+        assert_eq!(t.find_by_inner(Ipv4Addr::new(10, 0, 0, 10)), Some(a));
+        assert_eq!(
+            t.insert(session(1, 2, [10, 0, 0, 11])),
+            Err(SessionError::DuplicateIds)
+        );
+        assert_eq!(
+            t.insert(session(1, 3, [10, 0, 0, 10])),
+            Err(SessionError::DuplicateAddress)
+        );
+        assert!(t.remove(1, 2).is_some());
+        assert_eq!(t.find_by_ids(1, 2), None);
+        assert_eq!(t.find_by_inner(Ipv4Addr::new(10, 0, 0, 10)), None);
+        assert!(t.remove(1, 2).is_none());
+        let b = t.insert(session(5, 6, [10, 0, 0, 10])).unwrap();
+        assert_eq!(a, b, "slot reused");
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn holds_a_hundred_thousand() {
+        let mut t = SessionTable::new();
+        for i in 0..100_000u32 {
+            let addr = Ipv4Addr::from(0x0a00_0000 + i);
+            t.insert(session((i >> 16) as u16 + 1, i as u16, addr.octets()))
+                .unwrap();
+        }
+        assert_eq!(t.len(), 100_000);
+        for i in (0..100_000u32).step_by(997) {
+            let idx = t.find_by_inner(Ipv4Addr::from(0x0a00_0000 + i)).unwrap();
+            let s = t.get(idx).unwrap();
+            assert_eq!(s.local_session_id, i as u16);
+        }
+    }
+
+    #[test]
+    fn outbound_slab() {
+        let mut o = OutboundTable::default();
+        let a = o.insert("a");
+        let b = o.insert("b");
+        assert_eq!(o.replace(a, "a2"), Some("a"));
+        assert_eq!(o.get(a), Some(&"a2"));
+        assert_eq!(o.remove(b), Some("b"));
+        assert_eq!(o.get(b), None);
+        assert_eq!(o.insert("c"), b);
+        assert_eq!(o.len(), 2);
+    }
+}
