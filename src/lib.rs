@@ -6,6 +6,7 @@
 //! that takes IPv4/UDP/ESP/UDP/L2TP/PPP/IPv4 apart and puts it back together
 //! ([`dataplane`]).
 
+pub mod bench;
 pub mod crypto;
 pub mod dataplane;
 pub mod esp;

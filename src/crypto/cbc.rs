@@ -32,6 +32,9 @@ pub(super) struct CbcHmac {
     imp: Imp,
 }
 
+// The aws-lc-rs variant is the large one and the one on the hot path: boxing it would
+// add a pointer chase per packet; the whole CbcHmac is boxed once by EspCipher.
+#[allow(clippy::large_enum_variant)]
 enum Imp {
     Aws {
         enc: EncryptingKey,

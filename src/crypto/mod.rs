@@ -344,7 +344,7 @@ impl EspCipher {
         let t = self.transform;
         let start = ESP_HEADER_LEN + t.iv_len();
         let end = len.checked_sub(t.icv_len()).ok_or(CryptoError::Length)?;
-        if end < start || (end - start) % t.block_len() != 0 || end == start {
+        if end <= start || !(end - start).is_multiple_of(t.block_len()) {
             return Err(CryptoError::Length);
         }
         Ok(start..end)

@@ -74,8 +74,8 @@ where
         // Refill empty lanes; lanes[..active] are always occupied.
         while active < LANES {
             match jobs.next() {
-                Some((_, (data, _))) if data.is_empty() => {}
-                Some((i, (data, _))) if data.len() % 16 != 0 => bad(i),
+                Some((_, ([], _))) => {}
+                Some((i, (data, _))) if !data.len().is_multiple_of(16) => bad(i),
                 Some((_, (data, iv))) => {
                     lanes[active] = Some(Lane {
                         data,

@@ -74,7 +74,10 @@ pub struct SimPeer {
     ident: u16,
 }
 
-fn keymat(t: Transform, seed: u8) -> Vec<u8> {
+/// The deterministic key material of simulated session `seed` (gateway inbound uses
+/// `keymat(t, seed)`, gateway outbound `keymat(t, seed ^ 0x5a)`), for tests that hand the
+/// keys to an independent decoder.
+pub fn keymat(t: Transform, seed: u8) -> Vec<u8> {
     (0..t.keymat_len())
         .map(|i| (i as u8).wrapping_mul(31) ^ seed)
         .collect()
