@@ -7,6 +7,7 @@
 //! ([`dataplane`]).
 
 pub mod bench;
+pub mod config;
 pub mod crypto;
 pub mod dataplane;
 pub mod esp;

@@ -141,6 +141,8 @@ pub struct Shard {
     pub stats: Stats,
     /// Refuse L2TP that did not arrive under an SA.
     pub require_ipsec: bool,
+    /// Clamp the MSS of TCP SYNs in both directions to this (PPP MTU − 40).
+    pub mss_clamp: Option<u16>,
     ident: u16,
 }
 
@@ -153,6 +155,7 @@ impl Shard {
             sessions: SessionTable::new(),
             stats: Stats::default(),
             require_ipsec,
+            mss_clamp: None,
             ident: 1,
         }
     }
@@ -292,6 +295,12 @@ impl Shard {
                 }
                 (Mode::Tunnel, 4) => self.tunnel_inner(p, inner.payload),
                 _ => Self::set_drop(&mut self.stats, p, DropReason::BadNextHeader),
+            }
+        }
+        if let Some(mss) = self.mss_clamp {
+            for p in pkts.iter_mut().filter(|p| p.verdict == Verdict::Forward) {
+                let (s, e) = (p.start, p.end);
+                super::mss::clamp(&mut p.buf.as_mut()[s..e], mss);
             }
         }
     }
@@ -435,6 +444,10 @@ impl Shard {
                 continue;
             };
             p.session = Some(idx);
+            if let Some(mss) = self.mss_clamp {
+                let (s0, e0) = (p.start, p.end);
+                super::mss::clamp(&mut p.buf.as_mut()[s0..e0], mss);
+            }
             let udp = match l2tp_ppp_udp_out(p.buf.as_mut(), p.start..p.end, s) {
                 Ok(r) => r,
                 Err(r) => {

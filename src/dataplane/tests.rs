@@ -293,3 +293,36 @@ fn garbage_never_panics_and_is_always_counted() {
         total
     );
 }
+
+#[test]
+fn syns_are_clamped_in_both_directions() {
+    let mut shard = new_shard(4);
+    shard.mss_clamp = Some(1360);
+    let mut a = SimPeer::establish(&mut shard, params(0, Transform::Aes128Gcm, true), 1).unwrap();
+    let syn = |src: Ipv4Addr, dst: Ipv4Addr, f: &mut Vec<u8>| {
+        let at = FRAME_HEADROOM;
+        crate::esp::encap::write_ipv4_header(&mut f[at..at + 20], 44, 1, 6, src, dst);
+        let t = &mut f[at + 20..at + 44];
+        t[12] = 6 << 4;
+        t[13] = 0x02;
+        t[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]); // MSS 1460
+        at..at + 44
+    };
+    let mss_of = |b: &[u8], ip: usize| u16::from_be_bytes([b[ip + 42], b[ip + 43]]);
+    // Client → inside.
+    let mut f = vec![0u8; frame_len(44)];
+    let r = syn(a.params.inner, INSIDE, &mut f);
+    let o = a.seal(&mut f, r).unwrap();
+    let mut batch = vec![Pkt::new(f, o.start, o.end)];
+    shard.decap_batch(&mut batch);
+    assert_eq!(batch[0].verdict, Verdict::Forward);
+    assert_eq!(mss_of(&batch[0].buf, batch[0].start), 1360);
+    // Inside → client.
+    let mut f = vec![0u8; frame_len(44)];
+    let r = syn(INSIDE, a.params.inner, &mut f);
+    let mut batch = vec![Pkt::new(f, r.start, r.end)];
+    shard.encap_batch(&mut batch);
+    let (s, e) = (batch[0].start, batch[0].end);
+    let inner = a.open(&mut batch[0].buf, s..e).unwrap();
+    assert_eq!(mss_of(&batch[0].buf, inner.start), 1360);
+}
