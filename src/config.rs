@@ -360,7 +360,9 @@ impl Config {
                 "io = \"xdp\" needs the outside interface",
             ));
         }
-        if !(64..=4096).contains(&self.ipsec.replay_window) || self.ipsec.replay_window % 64 != 0 {
+        if !(64..=4096).contains(&self.ipsec.replay_window)
+            || !self.ipsec.replay_window.is_multiple_of(64)
+        {
             return Err(err(
                 "ipsec.replay_window",
                 format!(

@@ -90,7 +90,7 @@ mod tests {
         let t = &mut p[20..];
         t[0..2].copy_from_slice(&40000u16.to_be_bytes());
         t[2..4].copy_from_slice(&443u16.to_be_bytes());
-        t[12] = ((20 + opt_len) / 4 << 4) as u8;
+        t[12] = (((20 + opt_len) / 4) << 4) as u8;
         t[13] = 0x02;
         for b in &mut t[20..20 + nops] {
             *b = 1;
