@@ -1,6 +1,8 @@
 //! Shared by the integration tests: how a test that needs a system tool, root or a
 //! network namespace skips — or fails, when CI sets SEKISHO_REQUIRE_SYSTEM_TESTS=1.
 
+#![allow(dead_code)] // each test binary uses a subset
+
 use std::process::Command;
 
 /// True when the system tests must run (a skip is then a failure).
