@@ -412,7 +412,7 @@ impl Shard {
             Self::set_drop(&mut self.stats, p, DropReason::InnerMalformed);
             return;
         };
-        if ip_src(b, ip.start) != s.inner_addr {
+        if s.inner_addr != Some(ip_src(b, ip.start)) {
             Self::set_drop(&mut self.stats, p, DropReason::SpoofedSource);
             return;
         }

@@ -7,6 +7,7 @@ pub mod mss;
 pub mod peer;
 pub mod session;
 pub mod stats;
+pub mod worker;
 pub mod xdp;
 
 pub use chain::{ControlKind, Pkt, Shard, Verdict};

@@ -50,8 +50,9 @@ pub struct Session {
     pub inbound_spi: Option<u32>,
     /// The outbound SA, or `None` for plain L2TP.
     pub outbound: Option<OutboundId>,
-    /// The client's address inside the tunnel (IPCP).
-    pub inner_addr: Ipv4Addr,
+    /// The client's address inside the tunnel, once IPCP has assigned it. Until then
+    /// the session carries only PPP control frames (LCP, authentication, IPCP).
+    pub inner_addr: Option<Ipv4Addr>,
     /// Send PPP frames without address/control (the peer accepted ACFC).
     pub acfc: bool,
     /// Send one-octet protocol fields (the peer accepted PFC).
@@ -87,6 +88,8 @@ pub enum SessionError {
     DuplicateIds,
     /// The inner address is held by another session.
     DuplicateAddress,
+    /// No such session.
+    Unknown,
 }
 
 fn ids_key(tunnel: u16, session: u16) -> u32 {
@@ -102,11 +105,11 @@ impl SessionTable {
     /// Installs a session; returns its index.
     pub fn insert(&mut self, s: Session) -> Result<u32, SessionError> {
         let ids = ids_key(s.local_tunnel_id, s.local_session_id);
-        let inner = u32::from(s.inner_addr);
+        let inner = s.inner_addr.map(u32::from);
         if self.by_ids.contains_key(&ids) {
             return Err(SessionError::DuplicateIds);
         }
-        if self.by_inner.contains_key(&inner) {
+        if inner.is_some_and(|a| self.by_inner.contains_key(&a)) {
             return Err(SessionError::DuplicateAddress);
         }
         let idx = match self.free.pop() {
@@ -120,15 +123,35 @@ impl SessionTable {
             }
         };
         self.by_ids.insert(ids, idx);
-        self.by_inner.insert(inner, idx);
+        if let Some(a) = inner {
+            self.by_inner.insert(a, idx);
+        }
         Ok(idx)
+    }
+
+    /// Assigns (or changes) the inner address of an installed session: IPCP is up.
+    pub fn set_inner(&mut self, idx: u32, addr: Ipv4Addr) -> Result<(), SessionError> {
+        let key = u32::from(addr);
+        if self.by_inner.get(&key).is_some_and(|&i| i != idx) {
+            return Err(SessionError::DuplicateAddress);
+        }
+        let Some(s) = self.slots.get_mut(idx as usize).and_then(Option::as_mut) else {
+            return Err(SessionError::Unknown);
+        };
+        if let Some(old) = s.inner_addr.replace(addr) {
+            self.by_inner.remove(&u32::from(old));
+        }
+        self.by_inner.insert(key, idx);
+        Ok(())
     }
 
     /// Removes the session with our ids.
     pub fn remove(&mut self, tunnel: u16, session: u16) -> Option<Session> {
         let idx = self.by_ids.remove(&ids_key(tunnel, session))?;
         let s = self.slots.get_mut(idx as usize)?.take()?;
-        self.by_inner.remove(&u32::from(s.inner_addr));
+        if let Some(a) = s.inner_addr {
+            self.by_inner.remove(&u32::from(a));
+        }
         self.free.push(idx);
         Some(s)
     }
@@ -253,7 +276,7 @@ mod tests {
             peer_port: 1701,
             inbound_spi: Some(0x1000),
             outbound: Some(OutboundId(0)),
-            inner_addr: Ipv4Addr::from(addr),
+            inner_addr: Some(Ipv4Addr::from(addr)),
             acfc: false,
             pfc: false,
             plain: None,
@@ -281,6 +304,22 @@ mod tests {
         let b = t.insert(session(5, 6, [10, 0, 0, 10])).unwrap();
         assert_eq!(a, b, "slot reused");
         assert_eq!(t.len(), 1);
+        // Two-phase: installed at ICCN without an address, given one when IPCP is up.
+        let mut pending = session(7, 8, [0, 0, 0, 0]);
+        pending.inner_addr = None;
+        let c = t.insert(pending).unwrap();
+        assert_eq!(
+            t.set_inner(c, Ipv4Addr::new(10, 0, 0, 10)),
+            Err(SessionError::DuplicateAddress)
+        );
+        t.set_inner(c, Ipv4Addr::new(10, 0, 0, 12)).unwrap();
+        assert_eq!(t.find_by_inner(Ipv4Addr::new(10, 0, 0, 12)), Some(c));
+        t.set_inner(c, Ipv4Addr::new(10, 0, 0, 13)).unwrap();
+        assert_eq!(t.find_by_inner(Ipv4Addr::new(10, 0, 0, 12)), None);
+        assert_eq!(
+            t.set_inner(99, Ipv4Addr::new(10, 0, 0, 14)),
+            Err(SessionError::Unknown)
+        );
     }
 
     #[test]

@@ -63,11 +63,13 @@ pub enum DropReason {
     ControlBusy,
     /// Transmit ring full.
     TxFull,
+    /// No MAC address known for the next hop.
+    NoNeighbour,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 28] = [
+    pub const ALL: [DropReason; 29] = [
         DropReason::Malformed,
         DropReason::NotIpv4,
         DropReason::BadChecksum,
@@ -96,6 +98,7 @@ impl DropReason {
         DropReason::HandoffFull,
         DropReason::ControlBusy,
         DropReason::TxFull,
+        DropReason::NoNeighbour,
     ];
 
     /// Number of reasons.
@@ -132,6 +135,7 @@ impl DropReason {
             DropReason::HandoffFull => "handoff_full",
             DropReason::ControlBusy => "control_busy",
             DropReason::TxFull => "tx_full",
+            DropReason::NoNeighbour => "no_neighbour",
         }
     }
 }

@@ -2,4 +2,5 @@
 //! UMEM and rings ([`xsk`], the only module with `unsafe`).
 
 pub mod loader;
+pub mod port;
 pub mod xsk;

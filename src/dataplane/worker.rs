@@ -1,0 +1,538 @@
+//! A worker: one pinned thread that owns a [`Shard`] and the I/O of its queue. Between
+//! batches it applies the control thread's commands; per batch it receives outer
+//! packets, decapsulates them, delivers inner packets inside (or hairpins them to
+//! another client), passes control packets up, and encapsulates what comes from the
+//! inside. The I/O backends (AF_XDP, sockets, TUN) sit behind [`Outside`] and
+//! [`Inside`]; the pipeline does not know which one it runs on.
+
+use std::net::Ipv4Addr;
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_utils::CachePadded;
+
+use crate::esp::sa::Sa;
+
+use super::chain::{ControlKind, Pkt, Shard, Verdict};
+use super::session::{OutboundId, Session, SessionError};
+use super::stats::{DropReason, Stats};
+
+/// How the control thread names a peer's transport: outer address and UDP port as
+/// seen on the wire (several clients behind one NAT differ by port) and our inbound
+/// SPI (0 for plain L2TP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    /// Outer address.
+    pub addr: Ipv4Addr,
+    /// Outer UDP source port (the L2TP port for plain L2TP, the NAT-T port for ESP in
+    /// UDP, 0 for raw ESP).
+    pub port: u16,
+    /// Our inbound SPI that carried the packet, 0 without IPsec.
+    pub spi: u32,
+}
+
+/// A packet for the control thread.
+#[derive(Debug)]
+pub struct ControlMsg {
+    /// What it is.
+    pub kind: ControlKind,
+    /// The worker that received it.
+    pub worker: u16,
+    /// Where it came from.
+    pub peer: PeerKey,
+    /// Our (tunnel id, session id) for PPP control frames.
+    pub session: Option<(u16, u16)>,
+    /// The IKE message, L2TP control packet (header included) or PPP frame.
+    pub data: Vec<u8>,
+}
+
+/// Commands from the control thread, applied between batches.
+pub enum WorkerCmd {
+    /// Installs an inbound/outbound SA pair; the worker allocates the inbound SPI from
+    /// its table (the SPI encodes the worker) and replies with it.
+    InstallSaPair {
+        /// Inbound SA (its SPI is replaced by the allocated one).
+        inbound: Box<Sa>,
+        /// Outbound SA.
+        outbound: Box<Sa>,
+        /// Gets the inbound SPI, or why it failed.
+        reply: Sender<Result<u32, String>>,
+    },
+    /// Removes an SA pair by inbound SPI.
+    RemoveSaPair {
+        /// Our SPI.
+        inbound_spi: u32,
+    },
+    /// Installs a session (after ICCN). Its outbound SA is found from `inbound_spi`.
+    InstallSession(Box<Session>),
+    /// IPCP is up: the session's inner address.
+    SetSessionAddress {
+        /// Our tunnel id.
+        tunnel: u16,
+        /// Our session id.
+        session: u16,
+        /// The client's inner address.
+        addr: Ipv4Addr,
+    },
+    /// Removes a session.
+    RemoveSession {
+        /// Our tunnel id.
+        tunnel: u16,
+        /// Our session id.
+        session: u16,
+    },
+    /// Sends an L2TP packet (control message, or data carrying a PPP control frame) to
+    /// a peer over UDP 1701, under its SA when `peer.spi` is not 0.
+    SendL2tp {
+        /// Destination.
+        peer: PeerKey,
+        /// Our outer address (source).
+        local: Ipv4Addr,
+        /// The L2TP packet, header included.
+        packet: Vec<u8>,
+    },
+    /// Leaves the loop.
+    Stop,
+}
+
+/// Where outer packets come from and go to.
+pub trait Outside {
+    /// The frame type of this backend.
+    type Frame: AsRef<[u8]> + AsMut<[u8]>;
+    /// Receives up to `max` packets into `out`, each an outer IPv4 packet at
+    /// `start..end` of its frame. Returns how many.
+    fn recv(&mut self, out: &mut Vec<Pkt<Self::Frame>>, max: usize) -> usize;
+    /// Sends every packet with verdict Forward (an outer IPv4 packet), recycling all
+    /// frames; returns what happened to them.
+    fn send(&mut self, pkts: &mut Vec<Pkt<Self::Frame>>) -> SendResult;
+    /// A free frame, for packets from the inside or originated by the worker.
+    fn alloc(&mut self) -> Option<Self::Frame>;
+    /// Returns a frame.
+    fn recycle(&mut self, f: Self::Frame);
+    /// Where a packet should start in a fresh frame (room for all encapsulation).
+    fn headroom(&self) -> usize;
+    /// Descriptors to wait on when idle.
+    fn fds(&self) -> Vec<BorrowedFd<'_>>;
+}
+
+/// What [`Outside::send`] did with a batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendResult {
+    /// Handed to the kernel or NIC.
+    pub sent: u64,
+    /// Refused: transmit ring or socket buffer full.
+    pub tx_full: u64,
+    /// No MAC address for the next hop.
+    pub no_neighbour: u64,
+}
+
+/// Where inner packets come from and go to (TUN, or AF_XDP on an inside interface).
+pub trait Inside<F> {
+    /// Reads up to `max` inner IPv4 packets into frames from `alloc`.
+    fn recv(
+        &mut self,
+        alloc: &mut dyn FnMut() -> Option<F>,
+        headroom: usize,
+        out: &mut Vec<Pkt<F>>,
+        max: usize,
+    ) -> usize;
+    /// Delivers inner packets (verdict Forward, inner IPv4 at start..end). Returns how
+    /// many were written.
+    fn send(&mut self, pkts: &[Pkt<F>]) -> usize;
+    /// Descriptors to wait on when idle.
+    fn fds(&self) -> Vec<BorrowedFd<'_>>;
+}
+
+/// Counters a worker publishes for readers, without locks: one cache-padded atomic
+/// per counter, written by the worker after each batch.
+pub struct SharedStats {
+    values: Vec<CachePadded<AtomicU64>>,
+}
+
+const FIXED: usize = 8;
+
+impl Default for SharedStats {
+    fn default() -> Self {
+        SharedStats {
+            values: (0..FIXED + DropReason::COUNT)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
+        }
+    }
+}
+
+impl SharedStats {
+    fn publish(&self, s: &Stats) {
+        let fixed = [
+            s.decap_in,
+            s.decap_out,
+            s.decap_out_bytes,
+            s.encap_in,
+            s.encap_out,
+            s.encap_out_bytes,
+            s.to_control,
+            s.nat_keepalives,
+        ];
+        for (v, x) in self.values.iter().zip(fixed.iter().chain(s.drops.iter())) {
+            v.store(*x, Ordering::Relaxed);
+        }
+    }
+
+    /// A snapshot of the worker's counters.
+    pub fn snapshot(&self) -> Stats {
+        let v: Vec<u64> = self
+            .values
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect();
+        let mut s = Stats {
+            decap_in: v[0],
+            decap_out: v[1],
+            decap_out_bytes: v[2],
+            encap_in: v[3],
+            encap_out: v[4],
+            encap_out_bytes: v[5],
+            to_control: v[6],
+            nat_keepalives: v[7],
+            ..Stats::default()
+        };
+        s.drops.copy_from_slice(&v[FIXED..]);
+        s
+    }
+}
+
+/// Worker settings.
+pub struct WorkerConfig {
+    /// Worker index (encoded in its SPIs and L2TP ids).
+    pub id: u16,
+    /// Packets per batch.
+    pub batch: usize,
+    /// How long to sleep in poll when there is nothing to do.
+    pub idle_wait: Duration,
+}
+
+/// One worker's state.
+pub struct Worker<O: Outside, I: Inside<O::Frame>> {
+    cfg: WorkerConfig,
+    shard: Shard,
+    outside: O,
+    inside: I,
+    cmds: Receiver<WorkerCmd>,
+    up: Sender<ControlMsg>,
+    stats: Arc<SharedStats>,
+    stop: Arc<AtomicBool>,
+    sa_pairs: std::collections::HashMap<u32, OutboundId>,
+    l2tp_ident: u16,
+}
+
+impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
+    /// A worker over its shard and I/O.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: WorkerConfig,
+        shard: Shard,
+        outside: O,
+        inside: I,
+        cmds: Receiver<WorkerCmd>,
+        up: Sender<ControlMsg>,
+        stats: Arc<SharedStats>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        Worker {
+            cfg,
+            shard,
+            outside,
+            inside,
+            cmds,
+            up,
+            stats,
+            stop,
+            sa_pairs: Default::default(),
+            l2tp_ident: 1,
+        }
+    }
+
+    /// Runs until `Stop` or the stop flag.
+    pub fn run(&mut self) {
+        let mut rx: Vec<Pkt<O::Frame>> = Vec::with_capacity(self.cfg.batch);
+        let mut to_inside: Vec<Pkt<O::Frame>> = Vec::with_capacity(self.cfg.batch);
+        let mut to_outside: Vec<Pkt<O::Frame>> = Vec::with_capacity(self.cfg.batch);
+        let mut last_publish = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            if !self.apply_commands(&mut to_outside) {
+                break;
+            }
+            let mut work = 0;
+
+            // Outside → decap → inside / hairpin / control.
+            let n = self.outside.recv(&mut rx, self.cfg.batch);
+            work += n;
+            if n > 0 {
+                self.shard.decap_batch(&mut rx);
+                let mut hairpin: Vec<Pkt<O::Frame>> = Vec::new();
+                for p in rx.drain(..) {
+                    match p.verdict {
+                        Verdict::Forward => {
+                            let dst = dst_of(&p);
+                            if dst.is_some_and(|d| self.shard.sessions.find_by_inner(d).is_some()) {
+                                let mut p = p;
+                                p.reset(p.start, p.end);
+                                hairpin.push(p);
+                            } else {
+                                to_inside.push(p);
+                            }
+                        }
+                        Verdict::ToControl(kind) => {
+                            self.pass_up(kind, &p);
+                            self.outside.recycle(p.buf);
+                        }
+                        _ => self.outside.recycle(p.buf),
+                    }
+                }
+                if !to_inside.is_empty() {
+                    let written = self.inside.send(&to_inside);
+                    for _ in written..to_inside.len() {
+                        self.shard.stats.drop(DropReason::TxFull);
+                    }
+                    for p in to_inside.drain(..) {
+                        self.outside.recycle(p.buf);
+                    }
+                }
+                if !hairpin.is_empty() {
+                    self.shard.encap_batch(&mut hairpin);
+                    to_outside.append(&mut hairpin);
+                }
+            }
+
+            // Inside → encap → outside.
+            let outside = &mut self.outside;
+            let headroom = outside.headroom();
+            let mut from_inside: Vec<Pkt<O::Frame>> = Vec::new();
+            let m = self.inside.recv(
+                &mut || outside.alloc(),
+                headroom,
+                &mut from_inside,
+                self.cfg.batch,
+            );
+            work += m;
+            if m > 0 {
+                self.shard.encap_batch(&mut from_inside);
+                to_outside.append(&mut from_inside);
+            }
+            if !to_outside.is_empty() {
+                let r = self.outside.send(&mut to_outside);
+                self.shard.stats.drops[DropReason::TxFull as usize] += r.tx_full;
+                self.shard.stats.drops[DropReason::NoNeighbour as usize] += r.no_neighbour;
+            }
+
+            if work == 0 {
+                self.idle_wait();
+            }
+            if last_publish.elapsed() >= Duration::from_millis(5) || work == 0 {
+                self.stats.publish(&self.shard.stats);
+                last_publish = Instant::now();
+            }
+        }
+        self.stats.publish(&self.shard.stats);
+    }
+
+    fn idle_wait(&mut self) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let ms = self.cfg.idle_wait.as_millis().min(1000) as u16;
+        let mut fds: Vec<PollFd> = self
+            .outside
+            .fds()
+            .into_iter()
+            .chain(self.inside.fds())
+            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+            .collect();
+        if !self.cmds.is_empty() {
+            return;
+        }
+        let _ = poll(&mut fds, PollTimeout::from(ms));
+    }
+
+    fn pass_up(&mut self, kind: ControlKind, p: &Pkt<O::Frame>) {
+        let session = p
+            .session
+            .and_then(|i| self.shard.sessions.get(i))
+            .map(|s| (s.local_tunnel_id, s.local_session_id));
+        let msg = ControlMsg {
+            kind,
+            worker: self.cfg.id,
+            peer: PeerKey {
+                addr: p.outer_src,
+                port: p.outer_sport,
+                spi: p.spi,
+            },
+            session,
+            data: p.buf.as_ref()[p.start..p.end].to_vec(),
+        };
+        match self.up.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.shard.stats.drop(DropReason::ControlBusy);
+            }
+        }
+    }
+
+    /// Applies queued commands; false on Stop.
+    fn apply_commands(&mut self, to_outside: &mut Vec<Pkt<O::Frame>>) -> bool {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                WorkerCmd::Stop => return false,
+                WorkerCmd::InstallSaPair {
+                    inbound,
+                    outbound,
+                    reply,
+                } => {
+                    let oid = self.shard.outbound.insert(*outbound);
+                    let r = self.shard.inbound.insert_with(|spi| inbound.with_spi(spi));
+                    let r = match r {
+                        Ok(spi) => {
+                            self.sa_pairs.insert(spi, oid);
+                            Ok(spi)
+                        }
+                        Err(_) => {
+                            self.shard.outbound.remove(oid);
+                            Err("inbound SA table full".to_string())
+                        }
+                    };
+                    let _ = reply.send(r);
+                }
+                WorkerCmd::RemoveSaPair { inbound_spi } => {
+                    self.shard.inbound.remove(inbound_spi);
+                    if let Some(oid) = self.sa_pairs.remove(&inbound_spi) {
+                        self.shard.outbound.remove(oid);
+                    }
+                }
+                WorkerCmd::InstallSession(s) => {
+                    let mut s = *s;
+                    s.outbound = s
+                        .inbound_spi
+                        .and_then(|spi| self.sa_pairs.get(&spi).copied());
+                    if let Err(e) = self.shard.sessions.insert(s) {
+                        tracing::warn!(worker = self.cfg.id, "session not installed: {e:?}");
+                    }
+                }
+                WorkerCmd::SetSessionAddress {
+                    tunnel,
+                    session,
+                    addr,
+                } => {
+                    let r = match self.shard.sessions.find_by_ids(tunnel, session) {
+                        Some(i) => self.shard.sessions.set_inner(i, addr),
+                        None => Err(SessionError::Unknown),
+                    };
+                    if let Err(e) = r {
+                        tracing::warn!(worker = self.cfg.id, tunnel, session, %addr, "address not set: {e:?}");
+                    }
+                }
+                WorkerCmd::RemoveSession { tunnel, session } => {
+                    self.shard.sessions.remove(tunnel, session);
+                }
+                WorkerCmd::SendL2tp {
+                    peer,
+                    local,
+                    packet,
+                } => {
+                    if let Some(p) = self.build_l2tp(peer, local, &packet) {
+                        to_outside.push(p);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Wraps an L2TP packet from the control thread in UDP 1701 → peer, then ESP under
+    /// the peer's SA (or plain outer IPv4), in a fresh frame.
+    fn build_l2tp(
+        &mut self,
+        peer: PeerKey,
+        local: Ipv4Addr,
+        packet: &[u8],
+    ) -> Option<Pkt<O::Frame>> {
+        use crate::esp::encap::{self, OuterParams};
+        let mut f = self.outside.alloc()?;
+        let head = self.outside.headroom();
+        let buf = f.as_mut();
+        let udp_len = 8 + packet.len();
+        if head + udp_len + 64 > buf.len() {
+            self.outside.recycle(f);
+            self.shard.stats.drop(DropReason::TooLong);
+            return None;
+        }
+        let u = &mut buf[head..head + udp_len];
+        u[0..2].copy_from_slice(&1701u16.to_be_bytes());
+        let dport = if peer.spi == 0 { peer.port } else { 1701 };
+        u[2..4].copy_from_slice(&dport.to_be_bytes());
+        u[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        u[6..8].copy_from_slice(&[0, 0]);
+        u[8..].copy_from_slice(packet);
+        self.l2tp_ident = self.l2tp_ident.wrapping_add(1);
+        let mut p = Pkt::new(f, head, head + udp_len);
+        if peer.spi == 0 {
+            let start = head - encap::IPV4_HEADER_LEN;
+            encap::write_ipv4_header(
+                &mut p.buf.as_mut()[start..head],
+                (udp_len + encap::IPV4_HEADER_LEN) as u16,
+                self.l2tp_ident,
+                17,
+                local,
+                peer.addr,
+            );
+            p.start = start;
+            p.verdict = Verdict::Forward;
+            return Some(p);
+        }
+        let Some(sa) = self
+            .sa_pairs
+            .get(&peer.spi)
+            .copied()
+            .and_then(|oid| self.shard.outbound.get_mut(oid))
+        else {
+            self.shard.stats.drop(DropReason::NoOutboundSa);
+            self.outside.recycle(p.buf);
+            return None;
+        };
+        let Ok(seq) = sa.take_seq() else {
+            self.shard.stats.drop(DropReason::SeqExhausted);
+            self.outside.recycle(p.buf);
+            return None;
+        };
+        let params = OuterParams::of(sa);
+        let (s0, e0) = (p.start, p.end);
+        match encap::encap(p.buf.as_mut(), s0..e0, &params, seq, 17, self.l2tp_ident) {
+            Ok(e) => {
+                if sa
+                    .cipher()
+                    .seal(&mut p.buf.as_mut()[e.esp.clone()], seq)
+                    .is_err()
+                {
+                    self.shard.stats.drop(DropReason::Malformed);
+                    self.outside.recycle(p.buf);
+                    return None;
+                }
+                sa.count(e.esp.len());
+                p.start = e.packet.start;
+                p.end = e.packet.end;
+                p.verdict = Verdict::Forward;
+                Some(p)
+            }
+            Err(_) => {
+                self.shard.stats.drop(DropReason::NoRoom);
+                self.outside.recycle(p.buf);
+                None
+            }
+        }
+    }
+}
+
+fn dst_of<B: AsRef<[u8]>>(p: &Pkt<B>) -> Option<Ipv4Addr> {
+    let b = p.buf.as_ref().get(p.start + 16..p.start + 20)?;
+    Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+}

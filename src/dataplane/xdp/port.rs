@@ -1,0 +1,174 @@
+//! The outside interface over AF_XDP for one worker: one socket on the worker's
+//! queue, Ethernet framing, and the next hop's MAC address — learned from the frames
+//! peers send us (replies go back the way requests came), else from the kernel's
+//! neighbour table.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use crate::dataplane::chain::{Pkt, Verdict};
+use crate::dataplane::worker::{Outside, SendResult};
+
+use super::xsk::{XDP_PACKET_HEADROOM, XdpFrame, Xsk};
+
+const ETH_LEN: usize = 14;
+
+/// One worker's AF_XDP port.
+pub struct XdpPort {
+    xsk: Xsk,
+    mac: [u8; 6],
+    neigh: HashMap<Ipv4Addr, [u8; 6]>,
+    rx: Vec<(XdpFrame, usize, usize)>,
+}
+
+/// The MAC address of an interface, asked in the calling thread's namespace.
+pub fn interface_mac(name: &str) -> Option<[u8; 6]> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
+        if ifa.interface_name != name {
+            return None;
+        }
+        let link = ifa.address?.as_link_addr()?.addr()?;
+        Some(link)
+    })
+}
+
+/// Entries of the kernel's ARP table for this thread's namespace.
+pub fn kernel_neighbours() -> HashMap<Ipv4Addr, [u8; 6]> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/arp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let ip: Ipv4Addr = f.first()?.parse().ok()?;
+            let mac = parse_mac(f.get(3)?)?;
+            (mac != [0; 6]).then_some((ip, mac))
+        })
+        .collect()
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut m = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut m {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(m)
+}
+
+impl XdpPort {
+    /// A port over a bound socket; `mac` is the interface's address.
+    pub fn new(xsk: Xsk, mac: [u8; 6]) -> XdpPort {
+        XdpPort {
+            xsk,
+            mac,
+            neigh: kernel_neighbours(),
+            rx: Vec::with_capacity(256),
+        }
+    }
+
+    /// The socket (statistics, registration in the XSKMAP).
+    pub fn xsk(&self) -> &Xsk {
+        &self.xsk
+    }
+
+    fn next_hop_mac(&mut self, dst: Ipv4Addr) -> Option<[u8; 6]> {
+        if let Some(m) = self.neigh.get(&dst) {
+            return Some(*m);
+        }
+        // Not learned yet: refresh from the kernel once.
+        self.neigh.extend(kernel_neighbours());
+        self.neigh.get(&dst).copied()
+    }
+}
+
+impl Outside for XdpPort {
+    type Frame = XdpFrame;
+
+    fn recv(&mut self, out: &mut Vec<Pkt<XdpFrame>>, max: usize) -> usize {
+        self.rx.clear();
+        self.xsk.rx_batch(&mut self.rx, max);
+        let mut n = 0;
+        for (f, s, e) in self.rx.drain(..) {
+            let b = f.as_ref();
+            let ipv4 = e >= s + ETH_LEN + 20 && b[s + 12..s + 14] == [0x08, 0x00];
+            if !ipv4 {
+                self.xsk.recycle(f);
+                continue;
+            }
+            // Learn the sender's MAC for its source address: replies go back to it.
+            let src = Ipv4Addr::new(b[s + 26], b[s + 27], b[s + 28], b[s + 29]);
+            let mut mac = [0u8; 6];
+            mac.copy_from_slice(&b[s + 6..s + 12]);
+            self.neigh.insert(src, mac);
+            out.push(Pkt::new(f, s + ETH_LEN, e));
+            n += 1;
+        }
+        n
+    }
+
+    fn send(&mut self, pkts: &mut Vec<Pkt<XdpFrame>>) -> SendResult {
+        let mut r = SendResult::default();
+        let mut ready = Vec::with_capacity(pkts.len());
+        for mut p in pkts.drain(..) {
+            if p.verdict != Verdict::Forward || p.start < ETH_LEN || p.end < p.start + 20 {
+                self.xsk.recycle(p.buf);
+                continue;
+            }
+            let b = p.buf.as_ref();
+            let dst = Ipv4Addr::new(
+                b[p.start + 16],
+                b[p.start + 17],
+                b[p.start + 18],
+                b[p.start + 19],
+            );
+            let Some(dmac) = self.next_hop_mac(dst) else {
+                r.no_neighbour += 1;
+                self.xsk.recycle(p.buf);
+                continue;
+            };
+            let s = p.start - ETH_LEN;
+            let h = &mut p.buf.as_mut()[s..s + ETH_LEN];
+            h[0..6].copy_from_slice(&dmac);
+            h[6..12].copy_from_slice(&self.mac);
+            h[12..14].copy_from_slice(&[0x08, 0x00]);
+            ready.push((p.buf, s, p.end));
+        }
+        let want = ready.len() as u64;
+        r.sent = self.xsk.tx_batch(ready) as u64;
+        r.tx_full = want - r.sent;
+        r
+    }
+
+    fn alloc(&mut self) -> Option<XdpFrame> {
+        self.xsk.alloc()
+    }
+
+    fn recycle(&mut self, f: XdpFrame) {
+        self.xsk.recycle(f);
+    }
+
+    fn headroom(&self) -> usize {
+        XDP_PACKET_HEADROOM
+    }
+
+    fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        vec![self.xsk.as_fd()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_macs() {
+        assert_eq!(
+            parse_mac("02:00:0a:0b:0c:ff"),
+            Some([2, 0, 10, 11, 12, 255])
+        );
+        assert_eq!(parse_mac("02:00:0a:0b:0c"), None);
+        assert_eq!(parse_mac("02:00:0a:0b:0c:ff:01"), None);
+        assert_eq!(parse_mac("zz:00:0a:0b:0c:ff"), None);
+    }
+}
