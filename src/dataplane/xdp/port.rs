@@ -172,3 +172,70 @@ mod tests {
         assert_eq!(parse_mac("zz:00:0a:0b:0c:ff"), None);
     }
 }
+
+/// The inside interface over AF_XDP (router mode): inner IPv4 packets to and from the
+/// next hop on the inside network. It has its own UMEM, so packets are copied between
+/// it and the outside port's frames (one copy per packet, the price of two UMEMs).
+pub struct XdpInside {
+    port: XdpPort,
+}
+
+impl XdpInside {
+    /// An inside port over a bound socket on the inside interface.
+    pub fn new(xsk: Xsk, mac: [u8; 6]) -> XdpInside {
+        XdpInside {
+            port: XdpPort::new(xsk, mac),
+        }
+    }
+}
+
+impl<F: AsRef<[u8]> + AsMut<[u8]>> crate::dataplane::worker::Inside<F> for XdpInside {
+    fn recv(
+        &mut self,
+        alloc: &mut dyn FnMut() -> Option<F>,
+        headroom: usize,
+        out: &mut Vec<Pkt<F>>,
+        max: usize,
+    ) -> usize {
+        let mut own = Vec::with_capacity(max);
+        self.port.recv(&mut own, max);
+        let mut n = 0;
+        for p in own {
+            let len = p.end - p.start;
+            if let Some(mut f) = alloc() {
+                let b = f.as_mut();
+                if headroom + len <= b.len() {
+                    b[headroom..headroom + len].copy_from_slice(&p.buf.as_ref()[p.start..p.end]);
+                    out.push(Pkt::new(f, headroom, headroom + len));
+                    n += 1;
+                }
+            }
+            self.port.recycle(p.buf);
+        }
+        n
+    }
+
+    fn send(&mut self, pkts: &[Pkt<F>]) -> usize {
+        let mut batch = Vec::with_capacity(pkts.len());
+        for p in pkts.iter().filter(|p| p.verdict == Verdict::Forward) {
+            let Some(mut f) = self.port.alloc() else {
+                break;
+            };
+            let len = p.end - p.start;
+            let h = XDP_PACKET_HEADROOM;
+            if h + len > f.as_ref().len() {
+                self.port.recycle(f);
+                continue;
+            }
+            f.as_mut()[h..h + len].copy_from_slice(&p.buf.as_ref()[p.start..p.end]);
+            let mut q = Pkt::new(f, h, h + len);
+            q.verdict = Verdict::Forward;
+            batch.push(q);
+        }
+        self.port.send(&mut batch).sent as usize
+    }
+
+    fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        vec![self.port.xsk.as_fd()]
+    }
+}
