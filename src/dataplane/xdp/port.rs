@@ -157,22 +157,6 @@ impl Outside for XdpPort {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_macs() {
-        assert_eq!(
-            parse_mac("02:00:0a:0b:0c:ff"),
-            Some([2, 0, 10, 11, 12, 255])
-        );
-        assert_eq!(parse_mac("02:00:0a:0b:0c"), None);
-        assert_eq!(parse_mac("02:00:0a:0b:0c:ff:01"), None);
-        assert_eq!(parse_mac("zz:00:0a:0b:0c:ff"), None);
-    }
-}
-
 /// The inside interface over AF_XDP (router mode): inner IPv4 packets to and from the
 /// next hop on the inside network. It has its own UMEM, so packets are copied between
 /// it and the outside port's frames (one copy per packet, the price of two UMEMs).
@@ -237,5 +221,21 @@ impl<F: AsRef<[u8]> + AsMut<[u8]>> crate::dataplane::worker::Inside<F> for XdpIn
 
     fn fds(&self) -> Vec<BorrowedFd<'_>> {
         vec![self.port.xsk.as_fd()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_macs() {
+        assert_eq!(
+            parse_mac("02:00:0a:0b:0c:ff"),
+            Some([2, 0, 10, 11, 12, 255])
+        );
+        assert_eq!(parse_mac("02:00:0a:0b:0c"), None);
+        assert_eq!(parse_mac("02:00:0a:0b:0c:ff:01"), None);
+        assert_eq!(parse_mac("zz:00:0a:0b:0c:ff"), None);
     }
 }
