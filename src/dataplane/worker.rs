@@ -129,16 +129,34 @@ pub struct SendResult {
     pub no_neighbour: u64,
 }
 
+/// Free frames of the outside backend, lent to the inside path.
+pub trait FrameSource<F> {
+    /// A free frame.
+    fn alloc(&mut self) -> Option<F>;
+    /// Gives a frame back.
+    fn recycle(&mut self, f: F);
+    /// Where a packet should start in a fresh frame.
+    fn headroom(&self) -> usize;
+}
+
+impl<O: Outside> FrameSource<O::Frame> for O {
+    fn alloc(&mut self) -> Option<O::Frame> {
+        Outside::alloc(self)
+    }
+    fn recycle(&mut self, f: O::Frame) {
+        Outside::recycle(self, f)
+    }
+    fn headroom(&self) -> usize {
+        Outside::headroom(self)
+    }
+}
+
 /// Where inner packets come from and go to (TUN, or AF_XDP on an inside interface).
 pub trait Inside<F> {
-    /// Reads up to `max` inner IPv4 packets into frames from `alloc`.
-    fn recv(
-        &mut self,
-        alloc: &mut dyn FnMut() -> Option<F>,
-        headroom: usize,
-        out: &mut Vec<Pkt<F>>,
-        max: usize,
-    ) -> usize;
+    /// Reads up to `max` inner IPv4 packets into frames from `frames`, each at
+    /// `frames.headroom()` or later; unused frames go back to `frames`.
+    fn recv(&mut self, frames: &mut dyn FrameSource<F>, out: &mut Vec<Pkt<F>>, max: usize)
+    -> usize;
     /// Delivers inner packets (verdict Forward, inner IPv4 at start..end). Returns how
     /// many were written.
     fn send(&mut self, pkts: &[Pkt<F>]) -> usize;
@@ -308,15 +326,10 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
             }
 
             // Inside → encap → outside.
-            let outside = &mut self.outside;
-            let headroom = outside.headroom();
             let mut from_inside: Vec<Pkt<O::Frame>> = Vec::new();
-            let m = self.inside.recv(
-                &mut || outside.alloc(),
-                headroom,
-                &mut from_inside,
-                self.cfg.batch,
-            );
+            let m = self
+                .inside
+                .recv(&mut self.outside, &mut from_inside, self.cfg.batch);
             work += m;
             if m > 0 {
                 self.shard.encap_batch(&mut from_inside);

@@ -176,22 +176,24 @@ impl XdpInside {
 impl<F: AsRef<[u8]> + AsMut<[u8]>> crate::dataplane::worker::Inside<F> for XdpInside {
     fn recv(
         &mut self,
-        alloc: &mut dyn FnMut() -> Option<F>,
-        headroom: usize,
+        frames: &mut dyn crate::dataplane::worker::FrameSource<F>,
         out: &mut Vec<Pkt<F>>,
         max: usize,
     ) -> usize {
+        let headroom = frames.headroom();
         let mut own = Vec::with_capacity(max);
         self.port.recv(&mut own, max);
         let mut n = 0;
         for p in own {
             let len = p.end - p.start;
-            if let Some(mut f) = alloc() {
+            if let Some(mut f) = frames.alloc() {
                 let b = f.as_mut();
                 if headroom + len <= b.len() {
                     b[headroom..headroom + len].copy_from_slice(&p.buf.as_ref()[p.start..p.end]);
                     out.push(Pkt::new(f, headroom, headroom + len));
                     n += 1;
+                } else {
+                    frames.recycle(f);
                 }
             }
             self.port.recycle(p.buf);
