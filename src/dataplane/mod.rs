@@ -3,6 +3,7 @@
 //! ([`stats`]).
 
 pub mod chain;
+pub mod io;
 pub mod peer;
 pub mod session;
 pub mod stats;
