@@ -3,6 +3,7 @@
 //! ([`stats`]).
 
 pub mod chain;
+pub mod io;
 pub mod mss;
 pub mod peer;
 pub mod session;

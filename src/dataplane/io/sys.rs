@@ -1,0 +1,180 @@
+//! The system calls of the socket backend, each through a safe wrapper: socket set-up
+//! (rustix, nix for `IP_PKTINFO`), one `recvmmsg` (nix, which reads the `IP_PKTINFO`
+//! control message) and one `sendmmsg` (rustix, which returns the count sent). The
+//! per-call arrays live on the stack, so a batch allocates nothing.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::Range;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, setsockopt, sockopt,
+};
+use rustix::net::{
+    AddressFamily, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny, SocketFlags, SocketType,
+    ipproto,
+};
+
+use crate::dataplane::chain::Pkt;
+
+use super::headers::MAX_UDP_PAYLOAD;
+use super::socket::{MAX_BATCH, OutsideConfig, Role, SocketError};
+
+/// What one received datagram looked like.
+#[derive(Clone, Copy)]
+pub(super) struct Meta {
+    /// Octets received (of the datagram, or of the whole IPv4 packet on a raw socket).
+    pub len: usize,
+    /// Sender.
+    pub src: SocketAddrV4,
+    /// Local destination address from `IP_PKTINFO`, when the socket asked for it.
+    pub dst: Option<Ipv4Addr>,
+    /// The datagram did not fit (MSG_TRUNC).
+    pub truncated: bool,
+}
+
+pub(super) const NO_META: Meta = Meta {
+    len: 0,
+    src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+    dst: None,
+    truncated: false,
+};
+
+pub(super) fn udp_headers() -> MultiHeaders<SockaddrIn> {
+    MultiHeaders::preallocate(MAX_BATCH, Some(nix::cmsg_space!(nix::libc::in_pktinfo)))
+}
+
+/// One `sendmmsg` of `items` (at most [`MAX_BATCH`]); returns how many the kernel took.
+/// Everything lives on the stack: no allocation per call.
+pub(super) fn send_chunk<B: AsRef<[u8]>>(
+    fd: BorrowedFd<'_>,
+    pkts: &[Pkt<B>],
+    items: &[(usize, Range<usize>, SocketAddrV4)],
+) -> rustix::io::Result<usize> {
+    let m = items.len().min(MAX_BATCH);
+    let unused = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+    let entry = |k: usize| -> (&[u8], SocketAddrV4) {
+        items
+            .get(k)
+            .and_then(|(i, payload, dst)| {
+                Some((pkts.get(*i)?.buf.as_ref().get(payload.clone())?, *dst))
+            })
+            .unwrap_or((&[], unused))
+    };
+    let iovs: [[IoSlice<'_>; 1]; MAX_BATCH] = std::array::from_fn(|k| [IoSlice::new(entry(k).0)]);
+    let addrs: [SocketAddrAny; MAX_BATCH] =
+        std::array::from_fn(|k| SocketAddrAny::from(entry(k).1));
+    let mut controls: [SendAncillaryBuffer<'_, '_, '_>; MAX_BATCH] =
+        std::array::from_fn(|_| SendAncillaryBuffer::default());
+    // `map` runs exactly MAX_BATCH times, so `k` stays in bounds.
+    let mut k = 0;
+    let mut msgs = controls.each_mut().map(|c| {
+        let h = MMsgHdr::new_with_addr(&addrs[k], &iovs[k], c);
+        k += 1;
+        h
+    });
+    rustix::net::sendmmsg(fd, &mut msgs[..m], SendFlags::DONTWAIT)
+}
+
+/// One `recvmmsg` on `fd` into the frames of `pkts` at `offset` (at most
+/// [`MAX_BATCH`] of them); fills `meta` and returns how many datagrams arrived.
+pub(super) fn recv_chunk<B: AsMut<[u8]>>(
+    fd: BorrowedFd<'_>,
+    hdrs: &mut MultiHeaders<SockaddrIn>,
+    pkts: &mut [Pkt<B>],
+    offset: usize,
+    meta: &mut [Meta; MAX_BATCH],
+) -> nix::Result<usize> {
+    let k = pkts.len().min(MAX_BATCH);
+    let mut frames = pkts.iter_mut();
+    let mut iovs: [[IoSliceMut<'_>; 1]; MAX_BATCH] = std::array::from_fn(|_| {
+        let room = frames.next().and_then(|p| {
+            let b = p.buf.as_mut();
+            let end = b.len().min(offset + MAX_UDP_PAYLOAD);
+            b.get_mut(offset..end)
+        });
+        [IoSliceMut::new(room.unwrap_or(&mut []))]
+    });
+    let res = recvmmsg(
+        fd.as_raw_fd(),
+        hdrs,
+        iovs[..k].iter_mut(),
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )?;
+    let mut n = 0;
+    for (m, r) in meta.iter_mut().zip(res) {
+        let dst = r.cmsgs().ok().and_then(|mut c| {
+            c.find_map(|c| match c {
+                ControlMessageOwned::Ipv4PacketInfo(i) => {
+                    Some(Ipv4Addr::from(u32::from_be(i.ipi_addr.s_addr)))
+                }
+                _ => None,
+            })
+        });
+        let src = r
+            .address
+            .map_or(NO_META.src, |a| SocketAddrV4::new(a.ip(), a.port()));
+        *m = Meta {
+            len: r.bytes,
+            src,
+            dst,
+            truncated: r.flags.contains(MsgFlags::MSG_TRUNC),
+        };
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Opens, sets up and binds one UDP socket.
+pub(super) fn open_udp(
+    role: Role,
+    addr: SocketAddrV4,
+    cfg: &OutsideConfig,
+) -> Result<(OwnedFd, SocketAddrV4), SocketError> {
+    let err = |step, e: io::Error| SocketError::Udp {
+        role,
+        addr,
+        step,
+        source: e,
+    };
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        Some(ipproto::UDP),
+    )
+    .map_err(|e| err("socket", e.into()))?;
+    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)
+        .map_err(|e| err("SO_REUSEADDR", e.into()))?;
+    if cfg.reuse_port {
+        rustix::net::sockopt::set_socket_reuseport(&fd, true)
+            .map_err(|e| err("SO_REUSEPORT", e.into()))?;
+    }
+    setsockopt(&fd, sockopt::Ipv4PacketInfo, &true).map_err(|e| err("IP_PKTINFO", e.into()))?;
+    set_buffers(&fd, cfg.rcvbuf, cfg.sndbuf).map_err(|(s, e)| err(s, e.into()))?;
+    rustix::net::bind(&fd, &addr).map_err(|e| err("bind", e.into()))?;
+    let bound = rustix::net::getsockname(&fd)
+        .map_err(|e| err("getsockname", e.into()))?
+        .try_into()
+        .map_err(|e: rustix::io::Errno| err("getsockname", e.into()))?;
+    Ok((fd, bound))
+}
+
+/// Asks for large socket buffers: forced past `rmem_max`/`wmem_max` when the process
+/// may (CAP_NET_ADMIN), capped by the kernel otherwise.
+pub(super) fn set_buffers(
+    fd: &OwnedFd,
+    rcvbuf: usize,
+    sndbuf: usize,
+) -> Result<(), (&'static str, rustix::io::Errno)> {
+    use rustix::net::sockopt as so;
+    if so::set_socket_recv_buffer_size_force(fd, rcvbuf).is_err() {
+        so::set_socket_recv_buffer_size(fd, rcvbuf).map_err(|e| ("SO_RCVBUF", e))?;
+    }
+    if so::set_socket_send_buffer_size_force(fd, sndbuf).is_err() {
+        so::set_socket_send_buffer_size(fd, sndbuf).map_err(|e| ("SO_SNDBUF", e))?;
+    }
+    Ok(())
+}
