@@ -2,10 +2,12 @@
 //! and back ([`chain`]), the sessions it serves ([`session`]) and its counters
 //! ([`stats`]).
 
+pub mod backends;
 pub mod chain;
 pub mod io;
 pub mod mss;
 pub mod peer;
+pub mod runtime;
 pub mod session;
 pub mod stats;
 pub mod worker;

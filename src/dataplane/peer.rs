@@ -14,7 +14,7 @@ use crate::esp::shard::{SpiLayout, SpiTable};
 use crate::wire::{l2tp, ppp};
 
 use super::chain::{L2TP_PPP_UDP_HEADROOM, Shard, l2tp_ppp_udp_out};
-use super::session::{OutboundId, Session, SessionError};
+use super::session::{Session, SessionError};
 
 /// Why a simulated session could not be installed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +62,92 @@ pub struct PeerParams {
     pub backend: Backend,
 }
 
+/// The client's SPI of simulated session `seed` (the gateway's outbound SPI).
+pub fn client_spi(seed: u8) -> u32 {
+    0xc000_0000 | u32::from(seed) << 8 | 0x11
+}
+
+fn sa_config(
+    p: &PeerParams,
+    spi: u32,
+    direction: Direction,
+    encap: Encap,
+    local: Ipv4Addr,
+    remote: Ipv4Addr,
+) -> SaConfig {
+    SaConfig {
+        spi,
+        direction,
+        transform: p.transform,
+        esn: false,
+        mode: Mode::Transport,
+        encap,
+        local,
+        remote,
+        replay_window: 1024,
+        lifetime: Lifetime::default(),
+        backend: p.backend,
+    }
+}
+
+/// The gateway's half of a simulated session, as the control thread would hand it to
+/// a worker: SAs keyed from the deterministic KEYMAT and the session (its inbound SPI
+/// and outbound SA are filled in when installed).
+pub struct GatewaySide {
+    /// Inbound SA (SPI 0 until the worker allocates one).
+    pub inbound: Sa,
+    /// Outbound SA (the client's SPI).
+    pub outbound: Sa,
+    /// The session.
+    pub session: Session,
+}
+
+impl GatewaySide {
+    /// Builds the gateway side of session `seed`.
+    pub fn new(p: &PeerParams, seed: u8) -> Result<GatewaySide, EstablishError> {
+        let now = Instant::now();
+        let t = p.transform;
+        let encap = if p.natt {
+            Encap::Udp {
+                local_port: 4500,
+                remote_port: p.client_port,
+            }
+        } else {
+            Encap::None
+        };
+        let inbound = Sa::new(
+            &sa_config(p, 0, Direction::Inbound, encap, p.gateway, p.client),
+            &keymat(t, seed),
+            [seed; 16],
+            now,
+        )?;
+        let outbound = Sa::new(
+            &sa_config(p, client_spi(seed), Direction::Outbound, encap, p.gateway, p.client),
+            &keymat(t, seed ^ 0x5a),
+            [seed ^ 1; 16],
+            now,
+        )?;
+        let session = Session {
+            local_tunnel_id: p.gw_ids.0,
+            local_session_id: p.gw_ids.1,
+            peer_tunnel_id: p.client_ids.0,
+            peer_session_id: p.client_ids.1,
+            peer_port: 1701,
+            inbound_spi: None,
+            outbound: None,
+            inner_addr: Some(p.inner),
+            acfc: false,
+            pfc: false,
+            plain: None,
+        };
+        Ok(GatewaySide {
+            inbound,
+            outbound,
+            session,
+        })
+    }
+}
+
 /// A simulated client with its two SAs.
 pub struct SimPeer {
     /// What was agreed.
@@ -86,101 +172,46 @@ pub fn keymat(t: Transform, seed: u8) -> Vec<u8> {
 impl SimPeer {
     /// Installs a session on the gateway shard (inbound SA, outbound SA, session) the
     /// way the control thread will, and returns the matching client.
-    pub fn establish(
-        shard: &mut Shard,
-        p: PeerParams,
-        seed: u8,
-    ) -> Result<SimPeer, EstablishError> {
-        let now = Instant::now();
-        let t = p.transform;
-        let (gw_port, cl_port) = (4500, p.client_port);
-        let gw_encap = if p.natt {
-            Encap::Udp {
-                local_port: gw_port,
-                remote_port: cl_port,
-            }
-        } else {
-            Encap::None
-        };
-        let cl_encap = if p.natt {
-            Encap::Udp {
-                local_port: cl_port,
-                remote_port: gw_port,
-            }
-        } else {
-            Encap::None
-        };
-        let k_in = keymat(t, seed);
-        let k_out = keymat(t, seed ^ 0x5a);
-        let client_spi = 0xc000_0000 | u32::from(seed) << 8 | 0x11;
-        let base = |spi, direction, encap, local, remote| SaConfig {
-            spi,
-            direction,
-            transform: t,
-            esn: false,
-            mode: Mode::Transport,
-            encap,
-            local,
-            remote,
-            replay_window: 1024,
-            lifetime: Lifetime::default(),
-            backend: p.backend,
-        };
-        // Gateway inbound: keyed first, then stored under the SPI the shard allocates.
-        let gw_sa = Sa::new(
-            &base(0, Direction::Inbound, gw_encap, p.gateway, p.client),
-            &k_in,
-            [seed; 16],
-            now,
-        )?;
+    pub fn establish(shard: &mut Shard, p: PeerParams, seed: u8) -> Result<SimPeer, EstablishError> {
+        let gw = GatewaySide::new(&p, seed)?;
+        let GatewaySide {
+            inbound,
+            outbound,
+            mut session,
+        } = gw;
         let gw_in = shard
             .inbound
-            .insert_with(|spi| gw_sa.with_spi(spi))
+            .insert_with(|spi| inbound.with_spi(spi))
             .map_err(|_| EstablishError::TableFull)?;
-        let gw_out = Sa::new(
-            &base(
-                client_spi,
-                Direction::Outbound,
-                gw_encap,
-                p.gateway,
-                p.client,
-            ),
-            &k_out,
-            [seed ^ 1; 16],
-            now,
-        )?;
-        let oid = shard.outbound.insert(gw_out);
-        shard
-            .sessions
-            .insert(Session {
-                local_tunnel_id: p.gw_ids.0,
-                local_session_id: p.gw_ids.1,
-                peer_tunnel_id: p.client_ids.0,
-                peer_session_id: p.client_ids.1,
-                peer_port: 1701,
-                inbound_spi: Some(gw_in),
-                outbound: Some(OutboundId(oid.0)),
-                inner_addr: Some(p.inner),
-                acfc: false,
-                pfc: false,
-                plain: None,
-            })
-            .map_err(EstablishError::Session)?;
+        let oid = shard.outbound.insert(outbound);
+        session.inbound_spi = Some(gw_in);
+        session.outbound = Some(oid);
+        shard.sessions.insert(session).map_err(EstablishError::Session)?;
+        SimPeer::client(p, gw_in, seed)
+    }
+
+    /// The client of a session whose gateway side was built by [`GatewaySide::new`] with
+    /// the same parameters and seed and installed under inbound SPI `gw_in`.
+    pub fn client(p: PeerParams, gw_in: u32, seed: u8) -> Result<SimPeer, EstablishError> {
+        let now = Instant::now();
+        let t = p.transform;
+        let cl_encap = if p.natt {
+            Encap::Udp {
+                local_port: p.client_port,
+                remote_port: 4500,
+            }
+        } else {
+            Encap::None
+        };
         let out_sa = Sa::new(
-            &base(gw_in, Direction::Outbound, cl_encap, p.client, p.gateway),
-            &k_in,
+            &sa_config(&p, gw_in, Direction::Outbound, cl_encap, p.client, p.gateway),
+            &keymat(t, seed),
             [seed ^ 2; 16],
             now,
         )?;
         let in_sa = Sa::new(
-            &base(
-                client_spi,
-                Direction::Inbound,
-                cl_encap,
-                p.client,
-                p.gateway,
-            ),
-            &k_out,
+            &sa_config(&p, client_spi(seed), Direction::Inbound, cl_encap, p.client, p.gateway),
+            &keymat(t, seed ^ 0x5a),
             [seed ^ 3; 16],
             now,
         )?;

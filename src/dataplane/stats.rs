@@ -65,11 +65,13 @@ pub enum DropReason {
     TxFull,
     /// No MAC address known for the next hop.
     NoNeighbour,
+    /// The kernel refused to send (no socket for the port, send error).
+    TxError,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 29] = [
+    pub const ALL: [DropReason; 30] = [
         DropReason::Malformed,
         DropReason::NotIpv4,
         DropReason::BadChecksum,
@@ -99,6 +101,7 @@ impl DropReason {
         DropReason::ControlBusy,
         DropReason::TxFull,
         DropReason::NoNeighbour,
+        DropReason::TxError,
     ];
 
     /// Number of reasons.
@@ -136,6 +139,7 @@ impl DropReason {
             DropReason::ControlBusy => "control_busy",
             DropReason::TxFull => "tx_full",
             DropReason::NoNeighbour => "no_neighbour",
+            DropReason::TxError => "tx_error",
         }
     }
 }

@@ -116,6 +116,9 @@ pub trait Outside {
     fn headroom(&self) -> usize;
     /// Descriptors to wait on when idle.
     fn fds(&self) -> Vec<BorrowedFd<'_>>;
+    /// Moves drops the backend counted itself (truncated datagrams, send errors) into
+    /// the worker's counters.
+    fn take_drops(&mut self, _stats: &mut Stats) {}
 }
 
 /// What [`Outside::send`] did with a batch.
@@ -162,6 +165,8 @@ pub trait Inside<F> {
     fn send(&mut self, pkts: &[Pkt<F>]) -> usize;
     /// Descriptors to wait on when idle.
     fn fds(&self) -> Vec<BorrowedFd<'_>>;
+    /// Moves drops the backend counted itself into the worker's counters.
+    fn take_drops(&mut self, _stats: &mut Stats) {}
 }
 
 /// Counters a worker publishes for readers, without locks: one cache-padded atomic
@@ -341,6 +346,8 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
                 self.shard.stats.drops[DropReason::NoNeighbour as usize] += r.no_neighbour;
             }
 
+            self.outside.take_drops(&mut self.shard.stats);
+            self.inside.take_drops(&mut self.shard.stats);
             if work == 0 {
                 self.idle_wait();
             }

@@ -1,0 +1,254 @@
+//! Starts the data plane: chooses the I/O backend (`io = auto` tries AF_XDP on the
+//! outside interface and falls back to sockets, saying why), opens the TUN device
+//! with one queue per worker, and runs one pinned worker thread per queue.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::config::IoMode;
+use crate::esp::shard::{SpiLayout, SpiTable};
+
+use super::backends::{SocketOutside, TunInside};
+use super::chain::Shard;
+use super::io::socket::{OutsideConfig, OutsideSockets};
+use super::io::tun::TunConfig;
+use super::stats::Stats;
+use super::worker::{ControlMsg, Inside, Outside, SharedStats, Worker, WorkerCmd, WorkerConfig};
+use super::xdp::loader::{Side, SteerConfig, Steering, XdpError, ifindex};
+use super::xdp::port::{XdpPort, interface_mac};
+use super::xdp::xsk::{Xsk, XskConfig};
+
+/// What the data plane needs to start.
+#[derive(Clone, Debug)]
+pub struct PlaneConfig {
+    /// Outside address.
+    pub listen: Ipv4Addr,
+    /// Outside interface (for XDP).
+    pub interface: Option<String>,
+    /// Backend choice.
+    pub io: IoMode,
+    /// Worker threads.
+    pub workers: usize,
+    /// IKE, NAT-T and L2TP ports.
+    pub ports: (u16, u16, u16),
+    /// The TUN device (address = the gateway's inner address).
+    pub tun: TunConfig,
+    /// Refuse L2TP outside IPsec.
+    pub require_ipsec: bool,
+    /// MSS clamp for TCP SYNs.
+    pub mss_clamp: Option<u16>,
+    /// Open the raw ESP socket in socket mode (IP protocol 50).
+    pub raw_esp: bool,
+}
+
+/// Which backend runs, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChosenIo {
+    /// AF_XDP on the named interface, in the mode the kernel accepted.
+    Xdp {
+        /// Interface.
+        interface: String,
+        /// "native" or "generic".
+        mode: &'static str,
+    },
+    /// UDP/raw sockets; `why` says why not XDP.
+    Socket {
+        /// The reason XDP was not used.
+        why: String,
+    },
+}
+
+/// A running data plane.
+pub struct DataPlane {
+    /// Command queue of each worker.
+    pub cmds: Vec<Sender<WorkerCmd>>,
+    /// Control packets from all workers.
+    pub up: Receiver<ControlMsg>,
+    /// Each worker's published counters.
+    pub stats: Vec<Arc<SharedStats>>,
+    /// The backend in use.
+    pub io: ChosenIo,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    _steering: Option<Steering>,
+}
+
+impl DataPlane {
+    /// Sum of all workers' counters.
+    pub fn totals(&self) -> Stats {
+        let mut t = Stats::default();
+        for s in &self.stats {
+            t.add(&s.snapshot());
+        }
+        t
+    }
+
+    /// Stops the workers and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for c in &self.cmds {
+            let _ = c.send(WorkerCmd::Stop);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the data plane.
+pub fn start(cfg: &PlaneConfig) -> Result<DataPlane, String> {
+    let tun_queues = cfg.tun.open().map_err(|e| e.to_string())?;
+    let (up_tx, up_rx) = bounded::<ControlMsg>(16 * 1024);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let xdp_reason = match (cfg.io, &cfg.interface) {
+        (IoMode::Socket, _) => Err("io = \"socket\" in the configuration".to_string()),
+        (_, None) => Err("no gateway.interface configured".to_string()),
+        (_, Some(ifname)) => try_xdp(cfg, ifname).map_err(|e| e.to_string()),
+    };
+    let mut plane = DataPlane {
+        cmds: Vec::new(),
+        up: up_rx,
+        stats: Vec::new(),
+        io: ChosenIo::Socket { why: String::new() },
+        stop: stop.clone(),
+        threads: Vec::new(),
+        _steering: None,
+    };
+    match xdp_reason {
+        Ok((steering, ports)) => {
+            plane.io = ChosenIo::Xdp {
+                interface: steering.interface.clone(),
+                mode: match steering.mode {
+                    aya::programs::XdpMode::Skb => "generic",
+                    _ => "native",
+                },
+            };
+            plane._steering = Some(steering);
+            for (i, (port, q)) in ports.into_iter().zip(tun_queues).enumerate() {
+                spawn(&mut plane, cfg, i, move || Ok((port, TunInside::new(q))), &up_tx)?;
+            }
+        }
+        Err(why) => {
+            if cfg.io == IoMode::Xdp {
+                return Err(format!("io = \"xdp\" but AF_XDP is unavailable: {why}"));
+            }
+            plane.io = ChosenIo::Socket { why };
+            for (i, q) in tun_queues.into_iter().enumerate() {
+                let mut oc = OutsideConfig::standard(cfg.listen);
+                oc.ike = Some(cfg.ports.0);
+                oc.natt = Some(cfg.ports.1);
+                oc.l2tp = Some(cfg.ports.2);
+                oc.reuse_port = cfg.workers > 1;
+                let raw_esp = cfg.raw_esp && i == 0;
+                // The sockets hold recvmmsg scratch that must stay on one thread: they
+                // are opened by the worker itself.
+                let make = move || {
+                    let mut sockets = OutsideSockets::open(&oc).map_err(|e| e.to_string())?;
+                    if raw_esp && let Err(e) = sockets.open_raw_esp() {
+                        tracing::warn!("raw ESP socket unavailable, NAT-T only: {e}");
+                    }
+                    Ok((SocketOutside::new(sockets, 4096), TunInside::new(q)))
+                };
+                spawn(&mut plane, cfg, i, make, &up_tx)?;
+            }
+        }
+    }
+    match &plane.io {
+        ChosenIo::Xdp { interface, mode } => {
+            tracing::info!(%interface, mode, workers = cfg.workers, "data plane: AF_XDP")
+        }
+        ChosenIo::Socket { why } => {
+            tracing::info!(workers = cfg.workers, "data plane: sockets (not XDP: {why})")
+        }
+    }
+    Ok(plane)
+}
+
+fn try_xdp(cfg: &PlaneConfig, ifname: &str) -> Result<(Steering, Vec<XdpPort>), XdpError> {
+    let steer_cfg = SteerConfig {
+        ike_port: cfg.ports.0,
+        natt_port: cfg.ports.1,
+        l2tp_port: cfg.ports.2,
+        pool: None,
+    };
+    let ifi = ifindex(ifname)?;
+    let mac = interface_mac(ifname).ok_or_else(|| XdpError::NoInterface(ifname.into()))?;
+    let mut steering = Steering::attach(ifname, Side::Outside, &steer_cfg)?;
+    let mut ports = Vec::new();
+    for q in 0..cfg.workers as u32 {
+        let xsk = Xsk::new(&XskConfig {
+            ifindex: ifi,
+            queue: q,
+            frames: 4096,
+            frame_size: 2048,
+            ring_size: 1024,
+            zero_copy: false,
+        })
+        .map_err(|e| XdpError::Load(format!("AF_XDP socket on {ifname} queue {q}: {e}")))?;
+        steering.register(q, &xsk)?;
+        ports.push(XdpPort::new(xsk, mac));
+    }
+    Ok((steering, ports))
+}
+
+fn spawn<O, I, M>(
+    plane: &mut DataPlane,
+    cfg: &PlaneConfig,
+    index: usize,
+    make: M,
+    up: &Sender<ControlMsg>,
+) -> Result<(), String>
+where
+    O: Outside + 'static,
+    I: Inside<O::Frame> + 'static,
+    M: FnOnce() -> Result<(O, I), String> + Send + 'static,
+{
+    let (cmd_tx, cmd_rx) = bounded::<WorkerCmd>(4096);
+    let stats = Arc::new(SharedStats::default());
+    let inbound = SpiTable::try_new(index as u16, SpiLayout::DEFAULT, 1024)
+        .map_err(|e| format!("worker {index}: {e}"))?;
+    let mut shard = Shard::new(inbound, cfg.require_ipsec);
+    shard.mss_clamp = cfg.mss_clamp;
+    let wcfg = WorkerConfig {
+        id: index as u16,
+        batch: 64,
+        idle_wait: Duration::from_millis(50),
+    };
+    let (up, st, stop) = (up.clone(), stats.clone(), plane.stop.clone());
+    let core = core_affinity::get_core_ids().and_then(|ids| ids.get(index % ids.len().max(1)).copied());
+    let (ready_tx, ready_rx) = bounded::<Result<(), String>>(1);
+    let t = std::thread::Builder::new()
+        .name(format!("sekisho-w{index}"))
+        .spawn(move || {
+            if let Some(c) = core {
+                core_affinity::set_for_current(c);
+            }
+            let (outside, inside) = match make() {
+                Ok(io) => {
+                    let _ = ready_tx.send(Ok(()));
+                    io
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut w = Worker::new(wcfg, shard, outside, inside, cmd_rx, up, st, stop);
+            w.run();
+        })
+        .map_err(|e| format!("worker thread: {e}"))?;
+    ready_rx
+        .recv()
+        .map_err(|_| format!("worker {index} exited during start"))?
+        .map_err(|e| format!("worker {index}: {e}"))?;
+    plane.cmds.push(cmd_tx);
+    plane.stats.push(stats);
+    plane.threads.push(t);
+    Ok(())
+}
