@@ -167,8 +167,9 @@ struct RawEsp {
     bound: Ipv4Addr,
 }
 
-/// The outside sockets of one worker. Not shared between threads: each worker opens
-/// its own (with `reuse_port`) or one worker owns them.
+/// The outside sockets of one worker: opened on any thread (the control thread at
+/// start-up), then moved to the worker that owns them (`Send`). Each worker has its
+/// own set (with `reuse_port`), or one worker owns the only set.
 pub struct OutsideSockets {
     udp: Vec<UdpPort>,
     raw: Option<RawEsp>,
