@@ -180,7 +180,7 @@ fn run_backend(io: IoMode, tag: &str) {
         let mut buf = [0u8; 2048];
         while got < 5 {
             let Ok((n, from)) = s.recv_from(&mut buf) else { break };
-            assert_eq!(*from.ip(), INNER);
+            assert_eq!(from.ip(), std::net::IpAddr::V4(INNER));
             s.send_to(&buf[..n], from).unwrap();
             got += 1;
         }

@@ -103,6 +103,12 @@ impl DataPlane {
 /// Starts the data plane.
 pub fn start(cfg: &PlaneConfig) -> Result<DataPlane, String> {
     let tun_queues = cfg.tun.open().map_err(|e| e.to_string())?;
+    // The kernel would send its own IPv6 (router solicitations…) into the device; the
+    // gateway carries IPv4 only.
+    let _ = std::fs::write(
+        format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", cfg.tun.name),
+        "1",
+    );
     let (up_tx, up_rx) = bounded::<ControlMsg>(16 * 1024);
     let stop = Arc::new(AtomicBool::new(false));
 

@@ -21,7 +21,6 @@ use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use nix::sys::socket::{MultiHeaders, SockaddrIn};
 use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto};
 
 use crate::dataplane::chain::{Pkt, Verdict};
@@ -30,7 +29,9 @@ use crate::esp::encap::IPV4_HEADER_LEN;
 use super::frame::HEADROOM;
 use super::headers::{Outbound, parse_outbound, synthesize_udp};
 use super::stats::{IoDrop, IoStats, SendStats};
-use super::sys::{NO_META, open_udp, recv_chunk, send_chunk, set_buffers, udp_headers};
+use super::sys::{
+    Control, NO_META, open_udp, recv_chunk, renew_pktinfo_headers, send_chunk, set_buffers,
+};
 
 /// Datagrams per `recvmmsg` / `sendmmsg` call.
 pub const MAX_BATCH: usize = 64;
@@ -166,16 +167,15 @@ struct RawEsp {
     bound: Ipv4Addr,
 }
 
-/// The outside sockets of one worker. Not shared between threads: each worker opens
-/// its own (with `reuse_port`) or one worker owns them.
+/// The outside sockets of one worker: opened on any thread (the control thread at
+/// start-up), then moved to the worker that owns them (`Send`). Each worker has its
+/// own set (with `reuse_port`), or one worker owns the only set.
 pub struct OutsideSockets {
     udp: Vec<UdpPort>,
     raw: Option<RawEsp>,
     local: Ipv4Addr,
     rcvbuf: usize,
     sndbuf: usize,
-    recv_udp: MultiHeaders<SockaddrIn>,
-    recv_raw: MultiHeaders<SockaddrIn>,
     next: usize,
     stats: IoStats,
 }
@@ -214,8 +214,6 @@ impl OutsideSockets {
             local: cfg.local,
             rcvbuf: cfg.rcvbuf,
             sndbuf: cfg.sndbuf,
-            recv_udp: udp_headers(),
-            recv_raw: MultiHeaders::preallocate(MAX_BATCH, None),
             next: 0,
             stats: IoStats::default(),
         })
@@ -346,13 +344,7 @@ impl OutsideSockets {
     fn recv_udp<B: AsMut<[u8]>>(&mut self, idx: usize, pkts: &mut [Pkt<B>]) -> nix::Result<usize> {
         let mut meta = [NO_META; MAX_BATCH];
         let port = &self.udp[idx];
-        let got = recv_chunk(
-            port.fd.as_fd(),
-            &mut self.recv_udp,
-            pkts,
-            HEADROOM,
-            &mut meta,
-        )?;
+        let got = recv_chunk(port.fd.as_fd(), Control::Pktinfo, pkts, HEADROOM, &mut meta)?;
         let (role, bound) = (port.role, port.bound);
         let mut heal = false;
         let mut ready = 0;
@@ -388,7 +380,7 @@ impl OutsideSockets {
             }
         }
         if heal {
-            self.recv_udp = udp_headers();
+            renew_pktinfo_headers();
         }
         Ok(ready)
     }
@@ -401,7 +393,7 @@ impl OutsideSockets {
         };
         let at = HEADROOM - IPV4_HEADER_LEN;
         let mut meta = [NO_META; MAX_BATCH];
-        let got = recv_chunk(raw.fd.as_fd(), &mut self.recv_raw, pkts, at, &mut meta)?;
+        let got = recv_chunk(raw.fd.as_fd(), Control::None, pkts, at, &mut meta)?;
         let mut ready = 0;
         for (i, m) in meta[..got].iter().enumerate() {
             if m.truncated {

@@ -3,6 +3,7 @@
 //! control message) and one `sendmmsg` (rustix, which returns the count sent). The
 //! per-call arrays live on the stack, so a batch allocates nothing.
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
@@ -41,8 +42,40 @@ pub(super) const NO_META: Meta = Meta {
     truncated: false,
 };
 
-pub(super) fn udp_headers() -> MultiHeaders<SockaddrIn> {
-    MultiHeaders::preallocate(MAX_BATCH, Some(nix::cmsg_space!(nix::libc::in_pktinfo)))
+/// Which preallocated `recvmmsg` headers a socket needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Control {
+    /// Room for one `IP_PKTINFO` control message per datagram (UDP sockets).
+    Pktinfo,
+    /// No control messages (the raw socket).
+    None,
+}
+
+thread_local! {
+    // nix's `MultiHeaders` holds raw pointers, so it is not `Send`; keeping it per
+    // thread lets `OutsideSockets` move to its worker and still allocate nothing per
+    // call once the thread has received its first batch.
+    static PKTINFO_HEADERS: RefCell<Option<MultiHeaders<SockaddrIn>>> = const { RefCell::new(None) };
+    static PLAIN_HEADERS: RefCell<Option<MultiHeaders<SockaddrIn>>> = const { RefCell::new(None) };
+}
+
+fn new_headers(control: Control) -> MultiHeaders<SockaddrIn> {
+    let cmsg = match control {
+        Control::Pktinfo => Some(nix::cmsg_space!(nix::libc::in_pktinfo)),
+        Control::None => None,
+    };
+    MultiHeaders::preallocate(MAX_BATCH, cmsg)
+}
+
+/// Drops this thread's `IP_PKTINFO` headers, to be built afresh on the next call. The
+/// kernel writes back each header's control length; should it ever shrink (a datagram
+/// without `IP_PKTINFO`), fresh headers restore the full room.
+pub(super) fn renew_pktinfo_headers() {
+    PKTINFO_HEADERS.with(|c| {
+        if let Ok(mut slot) = c.try_borrow_mut() {
+            *slot = None;
+        }
+    });
 }
 
 /// One `sendmmsg` of `items` (at most [`MAX_BATCH`]); returns how many the kernel took.
@@ -80,6 +113,27 @@ pub(super) fn send_chunk<B: AsRef<[u8]>>(
 /// One `recvmmsg` on `fd` into the frames of `pkts` at `offset` (at most
 /// [`MAX_BATCH`] of them); fills `meta` and returns how many datagrams arrived.
 pub(super) fn recv_chunk<B: AsMut<[u8]>>(
+    fd: BorrowedFd<'_>,
+    control: Control,
+    pkts: &mut [Pkt<B>],
+    offset: usize,
+    meta: &mut [Meta; MAX_BATCH],
+) -> nix::Result<usize> {
+    let key = match control {
+        Control::Pktinfo => &PKTINFO_HEADERS,
+        Control::None => &PLAIN_HEADERS,
+    };
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => {
+            let hdrs = slot.get_or_insert_with(|| new_headers(control));
+            recv_with(fd, hdrs, pkts, offset, meta)
+        }
+        // Only if re-entered on this thread: use headers of its own.
+        Err(_) => recv_with(fd, &mut new_headers(control), pkts, offset, meta),
+    })
+}
+
+fn recv_with<B: AsMut<[u8]>>(
     fd: BorrowedFd<'_>,
     hdrs: &mut MultiHeaders<SockaddrIn>,
     pkts: &mut [Pkt<B>],

@@ -390,3 +390,23 @@ fn raw_esp_outbound_needs_the_raw_socket() {
     let st = sock.send_batch(std::slice::from_ref(&p));
     assert_eq!(st.drops(IoDrop::NoRawSocket), 1);
 }
+
+/// Sockets and TUN queues are opened by one thread and moved to their worker.
+#[test]
+fn backends_move_to_their_worker_thread() {
+    fn send<T: Send>() {}
+    send::<OutsideSockets>();
+    send::<super::tun::TunQueue>();
+    let mut sock = open();
+    let natt = sock.local_addr(Role::NatT).unwrap();
+    let (client, _) = peer();
+    client.send_to(b"moved", natt).unwrap();
+    let got = std::thread::spawn(move || {
+        let mut pool = FramePool::new(2);
+        let mut pkts = pool.batch(2);
+        recv_n(&mut sock, &mut pkts, 1)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(got, 1);
+}

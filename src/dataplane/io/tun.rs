@@ -24,6 +24,8 @@ use super::stats::{IoDrop, IoStats};
 pub const MAX_TUN_MTU: u16 = (FRAME_SIZE - HEADROOM - TAILROOM) as u16;
 /// The smallest MTU IPv4 allows (RFC 791).
 pub const MIN_TUN_MTU: u16 = 68;
+/// Most queues a TUN device can have (the kernel's MAX_TAP_QUEUES).
+pub const MAX_TUN_QUEUES: usize = 256;
 /// Longest interface name (IFNAMSIZ less the NUL).
 pub const MAX_NAME_LEN: usize = 15;
 
@@ -39,7 +41,8 @@ pub struct TunConfig {
     pub addr: Ipv4Addr,
     /// Prefix length of the connected route (the address pool).
     pub prefix: u8,
-    /// Queues to open: one per worker. More than one sets `IFF_MULTI_QUEUE`.
+    /// Queues to open: one per worker, at most [`MAX_TUN_QUEUES`]. More than one sets
+    /// `IFF_MULTI_QUEUE`.
     pub queues: usize,
 }
 
@@ -60,9 +63,9 @@ pub enum TunError {
     /// The prefix length is over 32.
     #[error("IPv4 prefix length {0} is over 32")]
     InvalidPrefix(u8),
-    /// No queue asked for.
-    #[error("a TUN device needs at least one queue")]
-    NoQueues,
+    /// No queue, or more than [`MAX_TUN_QUEUES`], asked for.
+    #[error("a TUN device has 1 to {MAX_TUN_QUEUES} queues, not {0}")]
+    Queues(usize),
     /// Creating or configuring the device failed.
     #[error(
         "creating TUN device {name} ({addr}/{prefix}, MTU {mtu}) failed: {source} \
@@ -133,8 +136,8 @@ impl TunConfig {
         if self.prefix > 32 {
             return Err(TunError::InvalidPrefix(self.prefix));
         }
-        if self.queues == 0 {
-            return Err(TunError::NoQueues);
+        if !(1..=MAX_TUN_QUEUES).contains(&self.queues) {
+            return Err(TunError::Queues(self.queues));
         }
         Ok(())
     }
@@ -336,8 +339,10 @@ mod tests {
             ..cfg()
         };
         assert!(matches!(c.validate(), Err(TunError::InvalidPrefix(33))));
-        let c = TunConfig { queues: 0, ..cfg() };
-        assert!(matches!(c.validate(), Err(TunError::NoQueues)));
+        for queues in [0, MAX_TUN_QUEUES + 1, usize::MAX] {
+            let c = TunConfig { queues, ..cfg() };
+            assert!(matches!(c.open(), Err(TunError::Queues(q)) if q == queues));
+        }
     }
 
     #[test]
