@@ -23,7 +23,9 @@ use crossbeam_channel::bounded;
 use sekisho::config::IoMode;
 use sekisho::crypto::{Backend, Transform};
 use sekisho::dataplane::io::tun::TunConfig;
-use sekisho::dataplane::peer::{FRAME_HEADROOM, GatewaySide, PeerParams, SimPeer, client_spi, frame_len, keymat};
+use sekisho::dataplane::peer::{
+    FRAME_HEADROOM, GatewaySide, PeerParams, SimPeer, client_spi, frame_len, keymat,
+};
 use sekisho::dataplane::runtime::{self, ChosenIo, PlaneConfig};
 use sekisho::dataplane::worker::WorkerCmd;
 use sekisho::esp::encap::write_ipv4_header;
@@ -51,7 +53,10 @@ impl Drop for Topology {
 }
 
 fn sh(args: &[&str]) {
-    let st = Command::new(args[0]).args(&args[1..]).status().expect("run");
+    let st = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .expect("run");
     assert!(st.success(), "{args:?} failed");
 }
 
@@ -62,7 +67,11 @@ fn enter(ns: &str) {
 
 fn topology(tag: &str) -> Topology {
     let id = std::process::id();
-    let ns = [format!("skc{tag}{id}"), format!("skg{tag}{id}"), format!("ski{tag}{id}")];
+    let ns = [
+        format!("skc{tag}{id}"),
+        format!("skg{tag}{id}"),
+        format!("ski{tag}{id}"),
+    ];
     let t = Topology {
         ns: ns.clone(),
         capture: None,
@@ -73,19 +82,77 @@ fn topology(tag: &str) -> Topology {
         sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
     }
     sh(&[
-        "ip", "-n", g, "link", "add", "sko0", "numrxqueues", "2", "numtxqueues", "2", "type", "veth", "peer",
-        "name", "skc0", "netns", c, "numrxqueues", "2", "numtxqueues", "2",
+        "ip",
+        "-n",
+        g,
+        "link",
+        "add",
+        "sko0",
+        "numrxqueues",
+        "2",
+        "numtxqueues",
+        "2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "skc0",
+        "netns",
+        c,
+        "numrxqueues",
+        "2",
+        "numtxqueues",
+        "2",
     ]);
-    sh(&["ip", "-n", g, "link", "add", "ski0", "type", "veth", "peer", "name", "skh0", "netns", i]);
-    sh(&["ip", "-n", g, "addr", "add", "10.77.0.254/24", "dev", "sko0"]);
+    sh(&[
+        "ip", "-n", g, "link", "add", "ski0", "type", "veth", "peer", "name", "skh0", "netns", i,
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        g,
+        "addr",
+        "add",
+        "10.77.0.254/24",
+        "dev",
+        "sko0",
+    ]);
     sh(&["ip", "-n", c, "addr", "add", "10.77.0.2/24", "dev", "skc0"]);
     sh(&["ip", "-n", g, "addr", "add", "10.88.0.1/24", "dev", "ski0"]);
     sh(&["ip", "-n", i, "addr", "add", "10.88.0.2/24", "dev", "skh0"]);
     for (n, d) in [(g, "sko0"), (c, "skc0"), (g, "ski0"), (i, "skh0")] {
         sh(&["ip", "-n", n, "link", "set", d, "up"]);
     }
-    sh(&["ip", "-n", i, "route", "add", "10.99.0.0/24", "via", "10.88.0.1"]);
-    sh(&["ip", "netns", "exec", g, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    sh(&[
+        "ip",
+        "-n",
+        i,
+        "route",
+        "add",
+        "10.99.0.0/24",
+        "via",
+        "10.88.0.1",
+    ]);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        g,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
+    // IPv4-only world: no IPv6 router solicitations into the TUN device as it comes up
+    // (the gateway would count them as not_ipv4 drops).
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        g,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ]);
     t
 }
 
@@ -111,14 +178,32 @@ fn run_backend(io: IoMode, tag: &str) {
     let pcap = std::env::temp_dir().join(format!("sekisho-dp-{tag}-{}.pcap", std::process::id()));
     if have_tshark {
         let child = Command::new("ip")
-            .args(["netns", "exec", &c, "tshark", "-q", "-i", "skc0", "-f", "udp port 4500", "-w"])
+            .args([
+                "netns",
+                "exec",
+                &c,
+                "tshark",
+                "-q",
+                "-i",
+                "skc0",
+                "-f",
+                "udp port 4500",
+                "-w",
+            ])
             .arg(&pcap)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("tshark capture");
         topo.capture = Some(child);
-        std::thread::sleep(Duration::from_millis(1500));
+        // Capturing has begun once the file carries its header.
+        let t0 = std::time::Instant::now();
+        while std::fs::metadata(&pcap).map_or(true, |m| m.len() < 24)
+            && t0.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 
     // Gateway: the data plane, with the SA pair and session installed by command.
@@ -154,17 +239,22 @@ fn run_backend(io: IoMode, tag: &str) {
                 reply: reply_tx,
             })
             .unwrap();
-        let spi = reply_rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        let spi = reply_rx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
         let mut session = side.session;
         session.inbound_spi = Some(spi);
-        plane.cmds[0].send(WorkerCmd::InstallSession(Box::new(session))).unwrap();
+        plane.cmds[0]
+            .send(WorkerCmd::InstallSession(Box::new(session)))
+            .unwrap();
         plane_tx.send((spi, plane.io.clone())).unwrap();
         let _ = done_rx.recv_timeout(Duration::from_secs(60));
-        let totals = plane.totals();
-        plane.shutdown();
-        totals
+        plane.shutdown()
     });
-    let (gw_spi, chosen) = plane_rx.recv_timeout(Duration::from_secs(30)).expect("gateway up");
+    let (gw_spi, chosen) = plane_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("gateway up");
     match (io, &chosen) {
         (IoMode::Xdp, ChosenIo::Xdp { .. }) | (IoMode::Socket, ChosenIo::Socket { .. }) => {}
         other => panic!("backend: {other:?}"),
@@ -172,14 +262,18 @@ fn run_backend(io: IoMode, tag: &str) {
 
     // Inside host: echoes UDP on port 9 back to the sender (plain kernel sockets).
     let in_ns = i.clone();
+    let (bound_tx, bound_rx) = bounded(1);
     let inside = std::thread::spawn(move || {
         enter(&in_ns);
         let s = UdpSocket::bind(SocketAddrV4::new(INSIDE, 9)).unwrap();
+        bound_tx.send(()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut got = 0;
         let mut buf = [0u8; 2048];
         while got < 5 {
-            let Ok((n, from)) = s.recv_from(&mut buf) else { break };
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                break;
+            };
             assert_eq!(from.ip(), std::net::IpAddr::V4(INNER));
             s.send_to(&buf[..n], from).unwrap();
             got += 1;
@@ -187,6 +281,9 @@ fn run_backend(io: IoMode, tag: &str) {
         got
     });
 
+    bound_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("inside host ready");
     // Client: sends 5 packets of different sizes through ESP and checks the echoes.
     let cl_ns = c.clone();
     let client = std::thread::spawn(move || {
@@ -201,21 +298,37 @@ fn run_backend(io: IoMode, tag: &str) {
             f[r.start + 28] = k as u8; // tag the payload
             let o = peer.seal(&mut f, r).unwrap();
             // The UDP payload (ESP) of the outer packet the client built.
-            s.send_to(&f[o.start + 28..o.end], SocketAddrV4::new(GW, 4500)).unwrap();
+            s.send_to(&f[o.start + 28..o.end], SocketAddrV4::new(GW, 4500))
+                .unwrap();
             let mut buf = vec![0u8; 2048];
-            let Ok((n, from)) = s.recv_from(&mut buf[FRAME_HEADROOM..]) else { continue };
-            assert_eq!(from, std::net::SocketAddr::from(SocketAddrV4::new(GW, 4500)));
+            let Ok((n, from)) = s.recv_from(&mut buf[FRAME_HEADROOM..]) else {
+                eprintln!("client: no echo for packet {k} ({size} B)");
+                continue;
+            };
+            assert_eq!(
+                from,
+                std::net::SocketAddr::from(SocketAddrV4::new(GW, 4500))
+            );
             // Put the outer IPv4/UDP headers back in front, as the NAT-T socket ate them.
             let start = FRAME_HEADROOM - 28;
-            write_ipv4_header(&mut buf[start..start + 20], (n + 28) as u16, 1, 17, GW, CLIENT);
+            write_ipv4_header(
+                &mut buf[start..start + 20],
+                (n + 28) as u16,
+                1,
+                17,
+                GW,
+                CLIENT,
+            );
             buf[start + 20..start + 22].copy_from_slice(&4500u16.to_be_bytes());
             buf[start + 22..start + 24].copy_from_slice(&4500u16.to_be_bytes());
             buf[start + 24..start + 26].copy_from_slice(&((n + 8) as u16).to_be_bytes());
-            let inner = peer.open(&mut buf, start..FRAME_HEADROOM + n).expect("client opens the reply");
+            let inner = peer
+                .open(&mut buf, start..FRAME_HEADROOM + n)
+                .expect("client opens the reply");
             let ip = &buf[inner];
             assert_eq!(&ip[12..16], &INSIDE.octets());
             assert_eq!(&ip[16..20], &INNER.octets());
-            assert_eq!(ip.len(), size.max(28));
+            assert_eq!(ip.len(), size.max(28), "inner {:02x?}", ip);
             assert_eq!(ip[28], k as u8);
             ok += 1;
         }
@@ -225,15 +338,25 @@ fn run_backend(io: IoMode, tag: &str) {
     let echoed = inside.join().unwrap();
     let _ = done_tx.send(());
     let totals = gw.join().unwrap();
-    assert_eq!(echoed, 5, "inside host got every packet ({io:?}); gateway: {totals:?}");
+    assert_eq!(
+        echoed, 5,
+        "inside host got every packet ({io:?}); gateway: {totals:?}"
+    );
     assert_eq!(ok, 5, "client got every echo ({io:?}); gateway: {totals:?}");
     assert_eq!(totals.decap_out, 5);
     assert_eq!(totals.encap_out, 5);
-    assert_eq!(totals.total_drops(), 0, "{:?}", totals.nonzero_drops().collect::<Vec<_>>());
+    assert_eq!(
+        totals.total_drops(),
+        0,
+        "{:?}",
+        totals.nonzero_drops().collect::<Vec<_>>()
+    );
 
     if let Some(mut cap) = topo.capture.take() {
         std::thread::sleep(Duration::from_millis(500));
-        let _ = Command::new("kill").args(["-INT", &cap.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &cap.id().to_string()])
+            .status();
         let _ = cap.wait();
         check_with_tshark(&pcap, gw_spi, seed);
         let _ = std::fs::remove_file(&pcap);
@@ -254,20 +377,46 @@ fn check_with_tshark(pcap: &std::path::Path, gw_spi: u32, seed: u8) {
     let out = Command::new("tshark")
         .arg("-r")
         .arg(pcap)
-        .args(["-o", "esp.enable_encryption_decode:TRUE", "-o", "esp.enable_authentication_check:TRUE"])
+        .args([
+            "-o",
+            "esp.enable_encryption_decode:TRUE",
+            "-o",
+            "esp.enable_authentication_check:TRUE",
+        ])
         .arg("-o")
         .arg(sa(CLIENT, GW, gw_spi, &keymat(t, seed)))
         .arg("-o")
         .arg(sa(GW, CLIENT, client_spi(seed), &keymat(t, seed ^ 0x5a)))
-        .args(["-T", "fields", "-E", "separator=|", "-e", "ip.src", "-e", "esp.icv_good", "-e", "l2tp.tunnel"])
+        .args([
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "ip.src",
+            "-e",
+            "esp.icv_good",
+            "-e",
+            "l2tp.tunnel",
+        ])
         .output()
         .expect("tshark");
     let text = String::from_utf8_lossy(&out.stdout);
-    let from_gw: Vec<&str> = text.lines().filter(|l| l.starts_with("10.77.0.254")).collect();
-    assert_eq!(from_gw.len(), 5, "tshark saw the gateway's 5 ESP packets:\n{text}");
+    let from_gw: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("10.77.0.254"))
+        .collect();
+    assert_eq!(
+        from_gw.len(),
+        5,
+        "tshark saw the gateway's 5 ESP packets:\n{text}"
+    );
     for l in from_gw {
         let f: Vec<&str> = l.split('|').collect();
-        assert!(matches!(f[1], "1" | "True"), "ICV not valid per tshark: {l}");
+        assert!(
+            matches!(f[1], "1" | "True"),
+            "ICV not valid per tshark: {l}"
+        );
         assert_eq!(f[2], "771", "L2TP tunnel id (0x0303) decoded inside: {l}");
     }
 }

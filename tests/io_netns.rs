@@ -8,7 +8,6 @@
 //! namespaces: the veth is 192.0.2.1 (gateway) – 192.0.2.2 (client), the TUN device
 //! 198.51.100.1/24 with the clients' inner addresses 198.51.100.10 and .11.
 
-#[allow(dead_code)] // have_tool is for the other suites
 mod common;
 
 use std::fs::File;

@@ -130,7 +130,12 @@ impl TunInside {
 }
 
 impl<F: AsRef<[u8]> + AsMut<[u8]>> Inside<F> for TunInside {
-    fn recv(&mut self, frames: &mut dyn FrameSource<F>, out: &mut Vec<Pkt<F>>, max: usize) -> usize {
+    fn recv(
+        &mut self,
+        frames: &mut dyn FrameSource<F>,
+        out: &mut Vec<Pkt<F>>,
+        max: usize,
+    ) -> usize {
         let mut pkts = Vec::with_capacity(max);
         while pkts.len() < max {
             match frames.alloc() {

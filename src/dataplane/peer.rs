@@ -122,7 +122,14 @@ impl GatewaySide {
             now,
         )?;
         let outbound = Sa::new(
-            &sa_config(p, client_spi(seed), Direction::Outbound, encap, p.gateway, p.client),
+            &sa_config(
+                p,
+                client_spi(seed),
+                Direction::Outbound,
+                encap,
+                p.gateway,
+                p.client,
+            ),
             &keymat(t, seed ^ 0x5a),
             [seed ^ 1; 16],
             now,
@@ -172,7 +179,11 @@ pub fn keymat(t: Transform, seed: u8) -> Vec<u8> {
 impl SimPeer {
     /// Installs a session on the gateway shard (inbound SA, outbound SA, session) the
     /// way the control thread will, and returns the matching client.
-    pub fn establish(shard: &mut Shard, p: PeerParams, seed: u8) -> Result<SimPeer, EstablishError> {
+    pub fn establish(
+        shard: &mut Shard,
+        p: PeerParams,
+        seed: u8,
+    ) -> Result<SimPeer, EstablishError> {
         let gw = GatewaySide::new(&p, seed)?;
         let GatewaySide {
             inbound,
@@ -186,7 +197,10 @@ impl SimPeer {
         let oid = shard.outbound.insert(outbound);
         session.inbound_spi = Some(gw_in);
         session.outbound = Some(oid);
-        shard.sessions.insert(session).map_err(EstablishError::Session)?;
+        shard
+            .sessions
+            .insert(session)
+            .map_err(EstablishError::Session)?;
         SimPeer::client(p, gw_in, seed)
     }
 
@@ -204,13 +218,27 @@ impl SimPeer {
             Encap::None
         };
         let out_sa = Sa::new(
-            &sa_config(&p, gw_in, Direction::Outbound, cl_encap, p.client, p.gateway),
+            &sa_config(
+                &p,
+                gw_in,
+                Direction::Outbound,
+                cl_encap,
+                p.client,
+                p.gateway,
+            ),
             &keymat(t, seed),
             [seed ^ 2; 16],
             now,
         )?;
         let in_sa = Sa::new(
-            &sa_config(&p, client_spi(seed), Direction::Inbound, cl_encap, p.client, p.gateway),
+            &sa_config(
+                &p,
+                client_spi(seed),
+                Direction::Inbound,
+                cl_encap,
+                p.client,
+                p.gateway,
+            ),
             &keymat(t, seed ^ 0x5a),
             [seed ^ 3; 16],
             now,

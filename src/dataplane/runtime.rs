@@ -88,8 +88,8 @@ impl DataPlane {
         t
     }
 
-    /// Stops the workers and waits for them.
-    pub fn shutdown(mut self) {
+    /// Stops the workers, waits for them and returns their final counters.
+    pub fn shutdown(mut self) -> Stats {
         self.stop.store(true, Ordering::Relaxed);
         for c in &self.cmds {
             let _ = c.send(WorkerCmd::Stop);
@@ -97,6 +97,7 @@ impl DataPlane {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        self.totals()
     }
 }
 
@@ -137,7 +138,13 @@ pub fn start(cfg: &PlaneConfig) -> Result<DataPlane, String> {
             };
             plane._steering = Some(steering);
             for (i, (port, q)) in ports.into_iter().zip(tun_queues).enumerate() {
-                spawn(&mut plane, cfg, i, move || Ok((port, TunInside::new(q))), &up_tx)?;
+                spawn(
+                    &mut plane,
+                    cfg,
+                    i,
+                    move || Ok((port, TunInside::new(q))),
+                    &up_tx,
+                )?;
             }
         }
         Err(why) => {
@@ -170,7 +177,10 @@ pub fn start(cfg: &PlaneConfig) -> Result<DataPlane, String> {
             tracing::info!(%interface, mode, workers = cfg.workers, "data plane: AF_XDP")
         }
         ChosenIo::Socket { why } => {
-            tracing::info!(workers = cfg.workers, "data plane: sockets (not XDP: {why})")
+            tracing::info!(
+                workers = cfg.workers,
+                "data plane: sockets (not XDP: {why})"
+            )
         }
     }
     Ok(plane)
@@ -227,7 +237,8 @@ where
         idle_wait: Duration::from_millis(50),
     };
     let (up, st, stop) = (up.clone(), stats.clone(), plane.stop.clone());
-    let core = core_affinity::get_core_ids().and_then(|ids| ids.get(index % ids.len().max(1)).copied());
+    let core =
+        core_affinity::get_core_ids().and_then(|ids| ids.get(index % ids.len().max(1)).copied());
     let (ready_tx, ready_rx) = bounded::<Result<(), String>>(1);
     let t = std::thread::Builder::new()
         .name(format!("sekisho-w{index}"))
