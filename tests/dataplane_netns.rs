@@ -33,7 +33,11 @@ use sekisho::esp::encap::write_ipv4_header;
 const GW: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 254);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const INSIDE: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 2);
-const INNER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
+/// The client's inner address; with two workers the session lives on worker 1, so
+/// its inner address is odd (the control thread allocates `addr % workers == worker`).
+fn inner(workers: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 99, 0, 10 + (workers as u8 - 1))
+}
 
 struct Topology {
     ns: [String; 3],
@@ -156,21 +160,21 @@ fn topology(tag: &str) -> Topology {
     t
 }
 
-fn params() -> PeerParams {
+fn params(workers: usize) -> PeerParams {
     PeerParams {
         transform: Transform::Aes128Gcm,
         natt: true,
         gateway: GW,
         client: CLIENT,
         client_port: 4500,
-        inner: INNER,
+        inner: inner(workers),
         gw_ids: (0x0101, 0x0202),
         client_ids: (0x0303, 0x0404),
         backend: Backend::AwsLc,
     }
 }
 
-fn run_backend(io: IoMode, tag: &str) {
+fn run_backend(io: IoMode, tag: &str, workers: usize) {
     let mut topo = topology(tag);
     let [c, g, i] = topo.ns.clone();
     let seed = 42u8;
@@ -216,23 +220,23 @@ fn run_backend(io: IoMode, tag: &str) {
             listen: GW,
             interface: Some("sko0".into()),
             io,
-            workers: 1,
+            workers,
             ports: (500, 4500, 1701),
             tun: TunConfig {
                 name: "sktun0".into(),
                 mtu: 1400,
                 addr: Ipv4Addr::new(10, 99, 0, 1),
                 prefix: 24,
-                queues: 1,
+                queues: workers,
             },
             require_ipsec: true,
             mss_clamp: Some(1360),
             raw_esp: false,
         };
         let plane = runtime::start(&cfg).expect("data plane");
-        let side = GatewaySide::new(&params(), seed).unwrap();
+        let side = GatewaySide::new(&params(workers), seed).unwrap();
         let (reply_tx, reply_rx) = bounded(1);
-        plane.cmds[0]
+        plane.cmds[workers - 1]
             .send(WorkerCmd::InstallSaPair {
                 inbound: Box::new(side.inbound),
                 outbound: Box::new(side.outbound),
@@ -245,7 +249,7 @@ fn run_backend(io: IoMode, tag: &str) {
             .unwrap();
         let mut session = side.session;
         session.inbound_spi = Some(spi);
-        plane.cmds[0]
+        plane.cmds[workers - 1]
             .send(WorkerCmd::InstallSession(Box::new(session)))
             .unwrap();
         plane_tx.send((spi, plane.io.clone())).unwrap();
@@ -274,7 +278,7 @@ fn run_backend(io: IoMode, tag: &str) {
             let Ok((n, from)) = s.recv_from(&mut buf) else {
                 break;
             };
-            assert_eq!(from.ip(), std::net::IpAddr::V4(INNER));
+            assert_eq!(from.ip(), std::net::IpAddr::V4(inner(workers)));
             s.send_to(&buf[..n], from).unwrap();
             got += 1;
         }
@@ -288,7 +292,7 @@ fn run_backend(io: IoMode, tag: &str) {
     let cl_ns = c.clone();
     let client = std::thread::spawn(move || {
         enter(&cl_ns);
-        let mut peer = SimPeer::client(params(), gw_spi, seed).unwrap();
+        let mut peer = SimPeer::client(params(workers), gw_spi, seed).unwrap();
         let s = UdpSocket::bind(SocketAddrV4::new(CLIENT, 4500)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let mut ok = 0;
@@ -322,12 +326,12 @@ fn run_backend(io: IoMode, tag: &str) {
             buf[start + 20..start + 22].copy_from_slice(&4500u16.to_be_bytes());
             buf[start + 22..start + 24].copy_from_slice(&4500u16.to_be_bytes());
             buf[start + 24..start + 26].copy_from_slice(&((n + 8) as u16).to_be_bytes());
-            let inner = peer
+            let opened = peer
                 .open(&mut buf, start..FRAME_HEADROOM + n)
                 .expect("client opens the reply");
-            let ip = &buf[inner];
+            let ip = &buf[opened];
             assert_eq!(&ip[12..16], &INSIDE.octets());
-            assert_eq!(&ip[16..20], &INNER.octets());
+            assert_eq!(&ip[16..20], &inner(workers).octets());
             assert_eq!(ip.len(), size.max(28), "inner {:02x?}", ip);
             assert_eq!(ip[28], k as u8);
             ok += 1;
@@ -343,6 +347,11 @@ fn run_backend(io: IoMode, tag: &str) {
         "inside host got every packet ({io:?}); gateway: {totals:?}"
     );
     assert_eq!(ok, 5, "client got every echo ({io:?}); gateway: {totals:?}");
+    eprintln!(
+        "{io:?} × {workers}: handed off {} / taken {}",
+        totals.handoff_out, totals.handoff_in
+    );
+    assert_eq!(totals.handoff_out, totals.handoff_in);
     assert_eq!(totals.decap_out, 5);
     assert_eq!(totals.encap_out, 5);
     assert_eq!(
@@ -432,13 +441,23 @@ fn system_ok(test: &str) -> bool {
 #[test]
 fn gateway_round_trip_over_af_xdp() {
     if system_ok("gateway_round_trip_over_af_xdp") {
-        run_backend(IoMode::Xdp, "x");
+        run_backend(IoMode::Xdp, "x", 1);
     }
 }
 
 #[test]
 fn gateway_round_trip_over_sockets() {
     if system_ok("gateway_round_trip_over_sockets") {
-        run_backend(IoMode::Socket, "s");
+        run_backend(IoMode::Socket, "s", 1);
+    }
+}
+
+/// Two workers: the session lives on worker 0; whatever queue or socket a packet
+/// lands on, the SPI (outside) and the inner address (inside) hand it to its owner.
+#[test]
+fn two_workers_hand_off_to_the_owner() {
+    if system_ok("two_workers_hand_off_to_the_owner") {
+        run_backend(IoMode::Xdp, "xx", 2);
+        run_backend(IoMode::Socket, "ss", 2);
     }
 }

@@ -18,7 +18,9 @@ use super::chain::Shard;
 use super::io::socket::{OutsideConfig, OutsideSockets};
 use super::io::tun::TunConfig;
 use super::stats::Stats;
-use super::worker::{ControlMsg, Inside, Outside, SharedStats, Worker, WorkerCmd, WorkerConfig};
+use super::worker::{
+    ControlMsg, HandoffPorts, Inside, Outside, SharedStats, Worker, WorkerCmd, WorkerConfig,
+};
 use super::xdp::loader::{Side, SteerConfig, Steering, XdpError, ifindex};
 use super::xdp::port::{XdpPort, interface_mac};
 use super::xdp::xsk::{Xsk, XskConfig};
@@ -76,6 +78,16 @@ pub struct DataPlane {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     _steering: Option<Steering>,
+    handoff: Vec<HandoffPorts>,
+}
+
+/// Top bits of L2TP tunnel ids that name the owning worker.
+pub fn tunnel_bits(workers: usize) -> u8 {
+    if workers <= 1 {
+        0
+    } else {
+        (usize::BITS - (workers - 1).leading_zeros()) as u8
+    }
 }
 
 impl DataPlane {
@@ -126,6 +138,15 @@ pub fn start(cfg: &PlaneConfig) -> Result<DataPlane, String> {
         stop: stop.clone(),
         threads: Vec::new(),
         _steering: None,
+        // Popped from the back by spawn: reverse so worker i gets ports i.
+        handoff: if cfg.workers > 1 {
+            HandoffPorts::mesh(cfg.workers, 4096)
+                .into_iter()
+                .rev()
+                .collect()
+        } else {
+            Vec::new()
+        },
     };
     match xdp_reason {
         Ok((steering, ports)) => {
@@ -234,8 +255,12 @@ where
     let wcfg = WorkerConfig {
         id: index as u16,
         batch: 64,
-        idle_wait: Duration::from_millis(50),
+        // Handoff rings and commands have no descriptor to wake poll: keep naps short.
+        idle_wait: Duration::from_millis(5),
+        workers: cfg.workers,
+        tunnel_bits: tunnel_bits(cfg.workers),
     };
+    let handoff = plane.handoff.pop();
     let (up, st, stop) = (up.clone(), stats.clone(), plane.stop.clone());
     let core =
         core_affinity::get_core_ids().and_then(|ids| ids.get(index % ids.len().max(1)).copied());
@@ -257,6 +282,9 @@ where
                 }
             };
             let mut w = Worker::new(wcfg, shard, outside, inside, cmd_rx, up, st, stop);
+            if let Some(h) = handoff {
+                w = w.with_handoff(h);
+            }
             w.run();
         })
         .map_err(|e| format!("worker thread: {e}"))?;

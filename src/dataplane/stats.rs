@@ -170,6 +170,10 @@ pub struct Stats {
     pub to_control: u64,
     /// NAT keepalives received (consumed, not dropped).
     pub nat_keepalives: u64,
+    /// Packets handed to the worker that owns them.
+    pub handoff_out: u64,
+    /// Packets other workers handed to this one.
+    pub handoff_in: u64,
     /// Drops by reason, indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
 }
@@ -209,6 +213,8 @@ impl Stats {
         self.encap_out_bytes += o.encap_out_bytes;
         self.to_control += o.to_control;
         self.nat_keepalives += o.nat_keepalives;
+        self.handoff_out += o.handoff_out;
+        self.handoff_in += o.handoff_in;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }

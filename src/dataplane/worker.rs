@@ -175,7 +175,7 @@ pub struct SharedStats {
     values: Vec<CachePadded<AtomicU64>>,
 }
 
-const FIXED: usize = 8;
+const FIXED: usize = 10;
 
 impl Default for SharedStats {
     fn default() -> Self {
@@ -198,6 +198,8 @@ impl SharedStats {
             s.encap_out_bytes,
             s.to_control,
             s.nat_keepalives,
+            s.handoff_out,
+            s.handoff_in,
         ];
         for (v, x) in self.values.iter().zip(fixed.iter().chain(s.drops.iter())) {
             v.store(*x, Ordering::Relaxed);
@@ -220,10 +222,76 @@ impl SharedStats {
             encap_out_bytes: v[5],
             to_control: v[6],
             nat_keepalives: v[7],
+            handoff_out: v[8],
+            handoff_in: v[9],
             ..Stats::default()
         };
         s.drops.copy_from_slice(&v[FIXED..]);
         s
+    }
+}
+
+/// Which way a handed-off packet is going.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandoffDir {
+    /// An outer packet for the owner's decap path.
+    Decap,
+    /// An inner packet for the owner's encap path.
+    Encap,
+}
+
+/// A packet that landed on a worker that does not own its SA or session, copied for
+/// the owner (handoff is the exception: with NAT-T, RSS keeps a client on one queue).
+#[derive(Debug)]
+pub struct Handoff {
+    /// Decap or encap.
+    pub dir: HandoffDir,
+    /// The packet (outer IPv4 for decap, inner IPv4 for encap).
+    pub data: Vec<u8>,
+}
+
+/// The worker that owns an inner (pool) address: the control thread allocates
+/// addresses so that this holds.
+pub fn inner_owner(addr: Ipv4Addr, workers: usize) -> u16 {
+    (u32::from(addr) as usize % workers.max(1)) as u16
+}
+
+/// The worker that owns an outer packet, from what the gateway allocated: the
+/// inbound SPI of ESP, or the L2TP tunnel id of plain L2TP data. `None` when any
+/// worker may take it (IKE and L2TP control go to the control thread).
+pub fn outer_owner(
+    b: &[u8],
+    layout: &crate::esp::shard::SpiLayout,
+    tunnel_bits: u8,
+) -> Option<u16> {
+    let ip = b;
+    if ip.len() < 20 || ip[0] >> 4 != 4 {
+        return None;
+    }
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    let l4 = ip.get(hl..)?;
+    match ip[9] {
+        50 => {
+            let spi = u32::from_be_bytes(l4.get(..4)?.try_into().ok()?);
+            Some(layout.worker_of(spi))
+        }
+        17 => {
+            let dport = u16::from_be_bytes(l4.get(2..4)?.try_into().ok()?);
+            let body = l4.get(8..)?;
+            match dport {
+                4500 if body.len() >= 8 && body[..4] != [0, 0, 0, 0] => {
+                    let spi = u32::from_be_bytes(body[..4].try_into().ok()?);
+                    Some(layout.worker_of(spi))
+                }
+                1701 if body.len() >= 6 && body[0] & 0x80 == 0 && tunnel_bits > 0 => {
+                    let off = if body[0] & 0x40 != 0 { 4 } else { 2 };
+                    let tid = u16::from_be_bytes(body.get(off..off + 2)?.try_into().ok()?);
+                    Some(tid >> (16 - u16::from(tunnel_bits)))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 
@@ -235,6 +303,33 @@ pub struct WorkerConfig {
     pub batch: usize,
     /// How long to sleep in poll when there is nothing to do.
     pub idle_wait: Duration,
+    /// Number of workers (for ownership).
+    pub workers: usize,
+    /// Top bits of our L2TP tunnel ids that name the owning worker (0: no handoff of
+    /// plain L2TP data).
+    pub tunnel_bits: u8,
+}
+
+/// A worker's ends of the handoff rings.
+pub struct HandoffPorts {
+    /// To each worker, by index (own slot unused).
+    pub to: Vec<Sender<Handoff>>,
+    /// Packets other workers handed to this one.
+    pub from: Receiver<Handoff>,
+}
+
+impl HandoffPorts {
+    /// Bounded rings between every pair of `n` workers.
+    pub fn mesh(n: usize, capacity: usize) -> Vec<HandoffPorts> {
+        let (txs, rxs): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| crossbeam_channel::bounded(capacity)).unzip();
+        rxs.into_iter()
+            .map(|from| HandoffPorts {
+                to: txs.clone(),
+                from,
+            })
+            .collect()
+    }
 }
 
 /// One worker's state.
@@ -249,6 +344,7 @@ pub struct Worker<O: Outside, I: Inside<O::Frame>> {
     stop: Arc<AtomicBool>,
     sa_pairs: std::collections::HashMap<u32, OutboundId>,
     l2tp_ident: u16,
+    handoff: Option<HandoffPorts>,
 }
 
 impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
@@ -275,7 +371,78 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
             stop,
             sa_pairs: Default::default(),
             l2tp_ident: 1,
+            handoff: None,
         }
+    }
+
+    /// Connects the worker to the handoff rings (more than one worker).
+    pub fn with_handoff(mut self, ports: HandoffPorts) -> Self {
+        self.handoff = Some(ports);
+        self
+    }
+
+    /// Sends packets this worker does not own to their owner; keeps the rest.
+    fn hand_off(&mut self, pkts: &mut Vec<Pkt<O::Frame>>, dir: HandoffDir) {
+        let Some(h) = &self.handoff else { return };
+        let layout = self.shard.inbound.layout();
+        let me = self.cfg.id;
+        let mut keep = Vec::with_capacity(pkts.len());
+        for p in pkts.drain(..) {
+            let b = &p.buf.as_ref()[p.start..p.end];
+            let owner = match dir {
+                HandoffDir::Decap => outer_owner(b, &layout, self.cfg.tunnel_bits),
+                HandoffDir::Encap => dst_of(&p).map(|d| inner_owner(d, self.cfg.workers)),
+            };
+            match owner {
+                Some(o) if o != me && usize::from(o) < h.to.len() => {
+                    let msg = Handoff {
+                        dir,
+                        data: b.to_vec(),
+                    };
+                    if h.to[usize::from(o)].try_send(msg).is_err() {
+                        self.shard.stats.drop(DropReason::HandoffFull);
+                    } else {
+                        self.shard.stats.handoff_out += 1;
+                    }
+                    self.outside.recycle(p.buf);
+                }
+                _ => keep.push(p),
+            }
+        }
+        *pkts = keep;
+    }
+
+    /// Takes packets handed to this worker into fresh frames.
+    fn take_handoffs(
+        &mut self,
+        rx: &mut Vec<Pkt<O::Frame>>,
+        from_inside: &mut Vec<Pkt<O::Frame>>,
+    ) -> usize {
+        let Some(h) = &self.handoff else { return 0 };
+        let mut n = 0;
+        while n < self.cfg.batch {
+            let Ok(m) = h.from.try_recv() else { break };
+            let Some(mut f) = self.outside.alloc() else {
+                self.shard.stats.drop(DropReason::HandoffFull);
+                continue;
+            };
+            let head = self.outside.headroom();
+            let buf = f.as_mut();
+            if head + m.data.len() + 64 > buf.len() {
+                self.outside.recycle(f);
+                self.shard.stats.drop(DropReason::TooLong);
+                continue;
+            }
+            buf[head..head + m.data.len()].copy_from_slice(&m.data);
+            let p = Pkt::new(f, head, head + m.data.len());
+            self.shard.stats.handoff_in += 1;
+            match m.dir {
+                HandoffDir::Decap => rx.push(p),
+                HandoffDir::Encap => from_inside.push(p),
+            }
+            n += 1;
+        }
+        n
     }
 
     /// Runs until `Stop` or the stop flag.
@@ -291,9 +458,14 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
             let mut work = 0;
 
             // Outside → decap → inside / hairpin / control.
-            let n = self.outside.recv(&mut rx, self.cfg.batch);
-            work += n;
+            let mut from_inside: Vec<Pkt<O::Frame>> = Vec::new();
+            let mut n = self.outside.recv(&mut rx, self.cfg.batch);
             if n > 0 {
+                self.hand_off(&mut rx, HandoffDir::Decap);
+            }
+            n += self.take_handoffs(&mut rx, &mut from_inside);
+            work += n;
+            if !rx.is_empty() {
                 self.shard.decap_batch(&mut rx);
                 let mut hairpin: Vec<Pkt<O::Frame>> = Vec::new();
                 for p in rx.drain(..) {
@@ -331,12 +503,14 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
             }
 
             // Inside → encap → outside.
-            let mut from_inside: Vec<Pkt<O::Frame>> = Vec::new();
             let m = self
                 .inside
                 .recv(&mut self.outside, &mut from_inside, self.cfg.batch);
-            work += m;
             if m > 0 {
+                self.hand_off(&mut from_inside, HandoffDir::Encap);
+            }
+            work += m;
+            if !from_inside.is_empty() {
                 self.shard.encap_batch(&mut from_inside);
                 to_outside.append(&mut from_inside);
             }
@@ -369,7 +543,7 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
             .chain(self.inside.fds())
             .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
             .collect();
-        if !self.cmds.is_empty() {
+        if !self.cmds.is_empty() || self.handoff.as_ref().is_some_and(|h| !h.from.is_empty()) {
             return;
         }
         let _ = poll(&mut fds, PollTimeout::from(ms));
@@ -555,4 +729,66 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
 fn dst_of<B: AsRef<[u8]>>(p: &Pkt<B>) -> Option<Ipv4Addr> {
     let b = p.buf.as_ref().get(p.start + 16..p.start + 20)?;
     Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::esp::shard::SpiLayout;
+
+    #[test]
+    fn owners_follow_what_the_gateway_allocated() {
+        let layout = SpiLayout::DEFAULT;
+        let spi = 3u32 << 26 | 0x1234;
+        assert_eq!(layout.worker_of(spi), 3);
+        let mut esp = vec![0u8; 40];
+        crate::esp::encap::write_ipv4_header(
+            &mut esp[..20],
+            40,
+            1,
+            50,
+            Ipv4Addr::LOCALHOST,
+            Ipv4Addr::LOCALHOST,
+        );
+        esp[20..24].copy_from_slice(&spi.to_be_bytes());
+        assert_eq!(outer_owner(&esp, &layout, 0), Some(3));
+        let mut natt = vec![0u8; 48];
+        crate::esp::encap::write_ipv4_header(
+            &mut natt[..20],
+            48,
+            1,
+            17,
+            Ipv4Addr::LOCALHOST,
+            Ipv4Addr::LOCALHOST,
+        );
+        natt[22..24].copy_from_slice(&4500u16.to_be_bytes());
+        natt[28..32].copy_from_slice(&spi.to_be_bytes());
+        assert_eq!(outer_owner(&natt, &layout, 0), Some(3));
+        // The non-ESP marker (IKE) has no owner: it goes to the control thread.
+        natt[28..32].copy_from_slice(&[0; 4]);
+        assert_eq!(outer_owner(&natt, &layout, 0), None);
+        // Plain L2TP data: the tunnel id's top bits.
+        let mut l2 = vec![0u8; 48];
+        crate::esp::encap::write_ipv4_header(
+            &mut l2[..20],
+            48,
+            1,
+            17,
+            Ipv4Addr::LOCALHOST,
+            Ipv4Addr::LOCALHOST,
+        );
+        l2[22..24].copy_from_slice(&1701u16.to_be_bytes());
+        l2[28..30].copy_from_slice(&[0x00, 0x02]);
+        l2[30..32].copy_from_slice(&0xc123u16.to_be_bytes());
+        assert_eq!(outer_owner(&l2, &layout, 2), Some(3));
+        l2[28] = 0xc8; // control: any worker
+        assert_eq!(outer_owner(&l2, &layout, 2), None);
+        assert_eq!(outer_owner(&[0u8; 10], &layout, 2), None);
+        assert_eq!(inner_owner(Ipv4Addr::new(10, 99, 0, 11), 2), 1);
+        assert_eq!(inner_owner(Ipv4Addr::new(10, 99, 0, 11), 1), 0);
+        assert_eq!(crate::dataplane::runtime::tunnel_bits(1), 0);
+        assert_eq!(crate::dataplane::runtime::tunnel_bits(2), 1);
+        assert_eq!(crate::dataplane::runtime::tunnel_bits(3), 2);
+        assert_eq!(crate::dataplane::runtime::tunnel_bits(4), 2);
+    }
 }
