@@ -10,4 +10,5 @@ pub mod bench;
 pub mod crypto;
 pub mod dataplane;
 pub mod esp;
+pub mod l2tp;
 pub mod wire;
