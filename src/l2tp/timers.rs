@@ -1,10 +1,10 @@
 //! Deadlines of many tunnels in one binary heap.
 //!
-//! Each tunnel knows its own next deadline; the heap holds at most one live entry per
-//! tunnel (the earliest one pushed and not yet popped, remembered in the tunnel as
-//! `scheduled`) plus stale later ones, which are dropped when they reach the top and
-//! compacted away if they pile up. `next_timeout` is O(1), a due tunnel costs O(log n), and an
-//! idle tunnel costs one entry for its HELLO timer.
+//! Each tunnel knows its own next deadline; the heap holds one live entry per tunnel
+//! (the one matching the deadline remembered in the tunnel as `scheduled`) plus stale
+//! ones left behind when a deadline moved, which are dropped when they reach the top
+//! and compacted away if they pile up. `next_timeout` is O(1) and exact, a due tunnel
+//! costs O(log n), and an idle tunnel costs one entry for its HELLO timer.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -23,22 +23,21 @@ impl<K: Ord + Copy> Timers<K> {
         }
     }
 
-    /// Queues `deadline` for `key` unless an entry no later is already queued
-    /// (`scheduled`, which is updated).
+    /// Makes `deadline` the live entry of `key` (`scheduled` remembers it; the entry
+    /// it replaces goes stale).
     pub(crate) fn schedule(
         &mut self,
         key: K,
         deadline: Option<Instant>,
         scheduled: &mut Option<Instant>,
     ) {
-        let Some(deadline) = deadline else {
-            return;
-        };
-        if scheduled.is_some_and(|at| at <= deadline) {
+        if *scheduled == deadline {
             return;
         }
-        *scheduled = Some(deadline);
-        self.heap.push(Reverse((deadline, key)));
+        *scheduled = deadline;
+        if let Some(deadline) = deadline {
+            self.heap.push(Reverse((deadline, key)));
+        }
     }
 
     /// The earliest queued instant (exact after [`Timers::purge`]).
@@ -86,22 +85,24 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn keeps_the_earliest_and_pops_in_order() {
+    fn live_entries_and_stale_ones() {
         let base = Instant::now();
         let at = |s| Some(base + Duration::from_secs(s));
         let mut timers = Timers::new();
         let (mut a, mut b) = (None, None);
-        timers.schedule(1u16, at(60), &mut a);
-        timers.schedule(1u16, at(90), &mut a); // later: not queued
+        timers.schedule(1u16, at(1), &mut a);
+        timers.schedule(1u16, at(1), &mut a); // unchanged: nothing queued
         assert_eq!(timers.len(), 1);
-        timers.schedule(1u16, at(1), &mut a); // earlier: queued, old one goes stale
+        timers.schedule(1u16, at(60), &mut a); // moved later: the 1 s entry goes stale
         timers.schedule(2u16, at(5), &mut b);
-        timers.schedule(2u16, None, &mut b);
-        assert_eq!((a, b), (at(1), at(5)));
+        assert_eq!((a, b), (at(60), at(5)));
         assert_eq!(timers.next(), at(1));
+        timers.purge(|key, t| Some(t) == if key == 1 { a } else { b });
+        assert_eq!(timers.next(), at(5), "exact after purge");
         let due = timers.pop_due(base + Duration::from_secs(5));
-        assert_eq!(due.iter().map(|(_, k)| *k).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(timers.len(), 1);
+        assert_eq!(due.iter().map(|(_, k)| *k).collect::<Vec<_>>(), [2]);
+        timers.schedule(2u16, None, &mut b);
+        assert_eq!((timers.len(), b), (1, None));
         timers.rebuild(std::iter::empty());
         assert_eq!(timers.next(), None);
     }

@@ -179,12 +179,8 @@ impl Net {
         }
     }
 
-    /// Advances to the next thing that happens; `false` if nothing ever will.
-    pub fn step(&mut self) -> bool {
-        self.step_before(None)
-    }
-
-    /// As [`Net::step`], but not past `end` (then the clock stops at `end`).
+    /// Advances to the next thing that happens, but not past `end` (then the clock
+    /// stops at `end`); `false` if nothing more happens by then.
     pub fn step_before(&mut self, end: Option<Instant>) -> bool {
         self.flush();
         let next = [
@@ -271,10 +267,6 @@ pub fn is_session_up(e: &Event) -> bool {
 
 pub fn is_session_down(e: &Event) -> bool {
     matches!(e, Event::SessionDown { .. })
-}
-
-pub fn is_tunnel_up(e: &Event) -> bool {
-    matches!(e, Event::TunnelUp { .. })
 }
 
 pub fn is_tunnel_down(e: &Event) -> bool {

@@ -2,4 +2,8 @@
 //! LNS; hostile input.
 
 mod harness;
+mod loss;
+mod raw;
 mod setup;
+mod teardown;
+mod validation;
