@@ -110,7 +110,32 @@ impl Default for TunnelConfig {
     }
 }
 
+/// Bounds that keep every deadline a sane distance from now (no `Instant` overflow,
+/// no busy loop), whatever the configuration says.
+const MAX_HELLO: Duration = Duration::from_secs(24 * 3600);
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+const MAX_ACK_DELAY: Duration = Duration::from_secs(10);
+const MAX_RETRIES: u32 = 100;
+
 impl TunnelConfig {
+    /// The configuration with every duration clamped to sane bounds: HELLO at most
+    /// daily (a zero interval disables it), retransmission timeouts between 1 ms and
+    /// 1 h, at most 100 retries, acknowledgement delay at most 10 s, window >= 1.
+    pub fn sanitized(mut self) -> TunnelConfig {
+        self.hello_interval = self
+            .hello_interval
+            .filter(|d| !d.is_zero())
+            .map(|d| d.min(MAX_HELLO));
+        let rt = &mut self.retransmit;
+        rt.initial = rt.initial.clamp(MIN_TIMEOUT, MAX_TIMEOUT);
+        rt.max = rt.max.clamp(rt.initial, MAX_TIMEOUT);
+        rt.max_retries = rt.max_retries.min(MAX_RETRIES);
+        self.ack_delay = self.ack_delay.min(MAX_ACK_DELAY);
+        self.recv_window = self.recv_window.max(1);
+        self
+    }
+
     /// The secret's octets, if a non-empty secret is configured.
     pub(crate) fn secret_bytes(&self) -> Option<&[u8]> {
         self.secret
@@ -215,6 +240,36 @@ mod tests {
             ..Retransmit::default()
         };
         assert!(huge.full_cycle() > Duration::from_secs(31));
+    }
+
+    #[test]
+    fn sanitized_bounds_every_duration() {
+        let wild = TunnelConfig {
+            hello_interval: Some(Duration::MAX),
+            retransmit: Retransmit {
+                initial: Duration::ZERO,
+                max: Duration::MAX,
+                max_retries: u32::MAX,
+            },
+            ack_delay: Duration::MAX,
+            recv_window: 0,
+            ..TunnelConfig::default()
+        }
+        .sanitized();
+        assert_eq!(wild.hello_interval, Some(MAX_HELLO));
+        assert_eq!(wild.retransmit.initial, MIN_TIMEOUT);
+        assert_eq!(wild.retransmit.max, MAX_TIMEOUT);
+        assert_eq!(wild.retransmit.max_retries, MAX_RETRIES);
+        assert_eq!((wild.ack_delay, wild.recv_window), (MAX_ACK_DELAY, 1));
+        let off = TunnelConfig {
+            hello_interval: Some(Duration::ZERO),
+            ..TunnelConfig::default()
+        };
+        assert_eq!(off.sanitized().hello_interval, None);
+        assert_eq!(
+            TunnelConfig::default().sanitized().retransmit,
+            Retransmit::default()
+        );
     }
 
     #[test]

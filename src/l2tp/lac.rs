@@ -59,8 +59,7 @@ impl Lac {
 
     /// As [`Lac::new`], drawing randomness from `entropy`.
     pub fn with_entropy(now: Instant, config: LacConfig, mut entropy: Box<dyn Entropy>) -> Lac {
-        let mut cfg = config.tunnel;
-        cfg.hello_interval = cfg.hello_interval.filter(|d| !d.is_zero());
+        let cfg = config.tunnel.sanitized();
         let start = random_u16(&mut *entropy);
         let local_id = IdAllocator::new(0, start)
             .allocate(0, |_| false)

@@ -70,9 +70,10 @@ impl Lns {
         Lns::with_entropy(config, Box::new(SystemEntropy))
     }
 
-    /// An LNS drawing randomness from `entropy` (tests, replays).
+    /// An LNS drawing randomness from `entropy` (tests, replays). The tunnel
+    /// configuration is [`TunnelConfig::sanitized`].
     pub fn with_entropy(mut config: LnsConfig, mut entropy: Box<dyn Entropy>) -> Lns {
-        config.tunnel.hello_interval = config.tunnel.hello_interval.filter(|d| !d.is_zero());
+        config.tunnel = config.tunnel.sanitized();
         let start = super::config::random_u16(&mut *entropy);
         Lns {
             tunnel_ids: IdAllocator::new(config.worker_bits, start),

@@ -368,14 +368,13 @@ impl Tunnel {
                 }
                 true
             }
-            Kind::Known(MessageType::Hello) => true,
             kind if !kind.is_session_level() => match &message.problem {
                 Some(problem) => {
                     ctx.stats.invalid += 1;
                     self.stop(now, ctx, problem.result_code());
                     true
                 }
-                None => false,
+                None => kind == Kind::Known(MessageType::Hello),
             },
             _ => false,
         }

@@ -131,3 +131,26 @@ fn ids_name_the_worker_that_received_the_sccrq() {
         assert_eq!(worker_of(info.local_session_id, 2), worker);
     }
 }
+
+#[test]
+fn ten_thousand_sessions_idle_on_hello_timers_only() {
+    let mut net = established(lns_config(), 40, 250);
+    let stats = net.lns.stats();
+    assert_eq!((stats.tunnels, stats.sessions), (40, 10_000));
+    net.run_for(Duration::from_secs(5));
+    let before = net.log.len();
+    net.run_for(Duration::from_secs(600));
+    // Ten idle minutes: one HELLO per tunnel per minute (from whichever side's
+    // timer fires first) and its ZLB; nothing per session.
+    let idle = net.log.len() - before;
+    assert!(
+        (40 * 10 * 2..=40 * 11 * 2).contains(&idle),
+        "{idle} messages"
+    );
+    assert!(
+        net.log[before..]
+            .iter()
+            .all(|(_, _, b)| { matches!(kind(b), None | Some(MessageType::Hello)) })
+    );
+    assert_eq!(net.lns_count(is_session_down), 0);
+}

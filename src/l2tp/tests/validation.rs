@@ -83,6 +83,26 @@ fn seq_of(bytes: &[u8]) -> (u16, u16) {
 }
 
 #[test]
+fn unknown_mandatory_avp_in_a_hello_stops_the_tunnel() {
+    let mut raw = Raw::new();
+    raw.establish();
+    let out = send_bytes(
+        &mut raw,
+        with_avp(Builder::new(MessageType::Hello), true, 0, 77),
+        0,
+    );
+    let stop = Raw::find(&out, MessageType::StopCcn).expect("StopCCN");
+    assert_eq!(result_of(&stop).1, Some(error::UNKNOWN_MANDATORY_AVP));
+    // A plain HELLO is just acknowledged.
+    let mut raw = Raw::new();
+    raw.establish();
+    let out = raw.send(Builder::new(MessageType::Hello), 0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(kind(&out[0]), None, "a ZLB");
+    assert_eq!(raw.lns.stats().unexpected, 0);
+}
+
+#[test]
 fn unknown_optional_avps_are_ignored() {
     let mut raw = Raw::new();
     let bytes = with_avp(sccrq(), false, 0, 99);
