@@ -144,6 +144,33 @@ mod tests {
         "79040f65bce5ad800add"
     );
 
+    // Recorded against xl2tpd 1.3.18 (Debian) as LNS on loopback, `challenge = yes`,
+    // secret "golden-tunnel-secret": our SCCRQ carried Challenge 20 21 .. 2f and its
+    // SCCRP answered with this Challenge Response; it then accepted an ICRQ whose
+    // Assigned Session ID 0x5678 and Call Serial Number 7 were hidden with Random
+    // Vector 11 .. 11 as below (its ICRP went to session 0x5678).
+    #[test]
+    fn xl2tpd_vectors() {
+        let secret = b"golden-tunnel-secret";
+        let challenge: Vec<u8> = (0x20u8..0x30).collect();
+        assert_eq!(
+            challenge_response(2, secret, &challenge).to_vec(),
+            hex("959aacf949261d59c92a98cc5f9ef9cb")
+        );
+        let rv = [0x11u8; 16];
+        assert_eq!(hide(14, secret, &rv, &[0x56, 0x78], &[]), hex("5728d514"));
+        assert_eq!(
+            hide(15, secret, &rv, &7u32.to_be_bytes(), &[]),
+            hex("e48c62dd00ea")
+        );
+        assert_eq!(
+            unhide(14, secret, &rv, &hex("5728d514"))
+                .unwrap()
+                .as_slice(),
+            [0x56, 0x78]
+        );
+    }
+
     #[test]
     fn round_trip_every_length() {
         let secret = b"s3cr3t";

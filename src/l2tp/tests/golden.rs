@@ -223,3 +223,72 @@ fn captured_sccrq_reads_as_tshark_says() {
     assert_eq!(message.avps.protocol_version, Some([1, 0]));
     assert_eq!(message.avps.framing_capabilities, Some(3));
 }
+
+/// xl2tpd 1.3.18 as LNS (loopback, `challenge = yes`, `hidden bit = yes`, secret
+/// "golden-tunnel-secret") answered an SCCRQ with Challenge 20 21 .. 2f with this
+/// SCCRP: a visible Random Vector, the Challenge Response, its own Challenge.
+const XL2TPD_SCCRP: &str = concat!(
+    "c80200a5123400000000000180080000000000028016000000248b92e5a9a3f0e6f7ce4288c316dc3b7a",
+    "8008000000020100800a0000000300000003800a00000004000000000008000000060690800800000007",
+    "766d00130000000878656c6572616e63652e636f6d8008000000094ee180080000000a00048016000000",
+    "0d959aacf949261d59c92a98cc5f9ef9cb80160000000b46219b04a33d571f4b6072516d2c004b",
+);
+
+/// The ICRQ xl2tpd then accepted (its ICRP went to session 0x5678): Assigned
+/// Session ID and Call Serial Number hidden with Random Vector 11 .. 11.
+const XL2TPD_ACCEPTED_ICRQ: &str = concat!(
+    "c80200404ee1000000020001800800000000000a80160000002411111111111111111111111111111111",
+    "c00a0000000e5728d514c00c0000000fe48c62dd00ea",
+);
+
+#[test]
+fn xl2tpd_tunnel_authentication_and_hidden_avps() {
+    use super::raw::{Raw, avp_u16, sccrq};
+    use crate::l2tp::build::Builder;
+    use crate::l2tp::{Secret, TunnelConfig, challenge_response};
+    use crate::wire::l2tp::avp_type;
+
+    let secret = b"golden-tunnel-secret";
+    // xl2tpd's SCCRP reads as a valid SCCRP answering our challenge.
+    let sccrp = hex(XL2TPD_SCCRP);
+    let packet = Packet::new_checked(&sccrp[..]).unwrap();
+    let message = crate::l2tp::message::parse(&packet, Some(secret)).unwrap();
+    assert_eq!(message.problem, None);
+    let challenge: Vec<u8> = (0x20u8..0x30).collect();
+    assert_eq!(
+        message.avps.challenge_response.as_deref(),
+        Some(&challenge_response(2, secret, &challenge)[..])
+    );
+
+    // Our LNS with the same secret unhides the ICRQ xl2tpd accepted.
+    let config = LnsConfig {
+        tunnel: TunnelConfig {
+            secret: Some(Secret::new(&secret[..])),
+            ..TunnelConfig::default()
+        },
+        ..LnsConfig::default()
+    };
+    let mut raw = Raw::with(Lns::with_entropy(config, Box::new(SeededEntropy::new(8))));
+    let out = raw.send(sccrq(), 0);
+    let sccrp = Raw::find(&out, MessageType::Sccrp).unwrap();
+    raw.lns_tunnel = avp_u16(&sccrp, avp_type::ASSIGNED_TUNNEL_ID).unwrap();
+    let theirs = super::raw::avp_value(&sccrp, avp_type::CHALLENGE).unwrap();
+    let mut scccn = Builder::new(MessageType::Scccn);
+    scccn.bytes(
+        true,
+        avp_type::CHALLENGE_RESPONSE,
+        &challenge_response(3, secret, &theirs),
+    );
+    raw.send(scccn, 0);
+    let mut icrq = hex(XL2TPD_ACCEPTED_ICRQ);
+    let mut packet = Packet::new_unchecked(&mut icrq[..]);
+    packet.set_tunnel_id(raw.lns_tunnel);
+    let sequence = crate::wire::l2tp::Sequence {
+        ns: raw.ns,
+        nr: raw.nr,
+    };
+    packet.set_sequence(sequence).unwrap();
+    let out = raw.input(&icrq);
+    let icrp = Raw::find(&out, MessageType::Icrp).expect("ICRP");
+    assert_eq!(Packet::new_checked(&icrp[..]).unwrap().session_id(), 0x5678);
+}
