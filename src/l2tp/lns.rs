@@ -129,6 +129,11 @@ impl Lns {
         };
         if tunnel.peer != peer {
             self.stats.wrong_peer += 1;
+            tracing::debug!(
+                tunnel = local_id,
+                ?peer,
+                "l2tp: message for a tunnel of another transport"
+            );
             return;
         }
         let mut ctx = Ctx {

@@ -21,6 +21,45 @@
 //! | Result Code AVP | `result.rs` | §4.4.2 |
 //! | ids naming the owning worker | `ids.rs` | §3.1 |
 //! | deadlines of many tunnels | `timers.rs` | |
+//!
+//! # For the control thread
+//!
+//! ```text
+//! loop {
+//!     wait until a control message arrives or lns.next_timeout() passes;
+//!     lns.input(now, peer, l2tp_bytes, worker)   // control messages only (T bit)
+//!     lns.handle_timeout(now)
+//!     while let Some(event) = lns.poll_event() { … }
+//! }
+//! ```
+//!
+//! - [`PeerKey`] is the transport: outer address and port plus our inbound SPI (0 for
+//!   plain L2TP). Tunnels are bound to it; a message for a tunnel arriving on another
+//!   key is dropped (`Stats::wrong_peer`). When a Quick Mode rekey changes the inbound
+//!   SPI, or NAT rebinding the port, call [`Lns::rekey_peer`]; when the IKE SA dies
+//!   (DPD, delete), [`Lns::close_peer`]. Enforcing `require_ipsec` is the caller's job.
+//! - `worker` in [`Lns::input`] only matters for an SCCRQ: it is the worker the new
+//!   tunnel's and its sessions' ids will name ([`worker_of`] with
+//!   [`LnsConfig::worker_bits`]); pass the one whose queue received the peer's IKE.
+//! - [`Event::Transmit`] is a complete L2TP control message: send it from UDP 1701 to
+//!   the peer's L2TP port, under its SA when `spi != 0`.
+//! - [`Event::SessionUp`] (after ICCN) is when PPP starts and the data plane learns
+//!   the session ([`SessionInfo`] has all four ids). [`Event::SessionDown`] is raised
+//!   only for sessions that were up; [`Event::TunnelDown`] for every tunnel we
+//!   allocated an id for (also ones refused during setup), after the SessionDowns of
+//!   its sessions. Causes are words for logs and accounting.
+//! - PPP failing (authentication, IPCP) or an admin kick: [`Lns::close_session`] with a
+//!   [`cdn`] result code; [`Lns::shutdown`] on exit.
+//! - Calls that never complete (ICRP sent, no ICCN) are cleared after one
+//!   `hello_interval`; a control connection that does not complete in two
+//!   retransmission cycles (62 s) is stopped.
+//! - With a shared secret the LNS always challenges the LAC (§5.1.1): set one only if
+//!   the clients are configured with it (Windows, macOS, iOS, Android clients have
+//!   none). The secret is zeroized on drop and never printed.
+//! - With [`LnsConfig::one_tunnel_per_peer`] (default) a new SCCRQ from a transport
+//!   that has a tunnel replaces it (the client restarted), without a StopCCN.
+//! - Nothing here reads a clock, a socket or the process RNG except through
+//!   [`Entropy`] ([`SystemEntropy`] by default).
 
 mod build;
 mod config;

@@ -114,6 +114,7 @@ impl Tunnel {
         self.state = State::Established;
         self.tick_at = ctx.cfg.hello_interval.map(|interval| now + interval);
         ctx.stats.tunnels_established += 1;
+        tracing::debug!(tunnel = self.local_id, peer = ?self.peer, "l2tp: tunnel up");
         ctx.events.push_back(Event::TunnelUp {
             peer: self.peer,
             worker: self.worker,
@@ -328,6 +329,7 @@ impl Tunnel {
             self.session_down(ctx, &session, session_cause.clone());
         }
         ctx.stats.tunnels_down += 1;
+        tracing::debug!(tunnel = self.local_id, peer = ?self.peer, %cause, "l2tp: tunnel down");
         ctx.events.push_back(Event::TunnelDown {
             peer: self.peer,
             local_tunnel_id: self.local_id,
@@ -450,6 +452,9 @@ impl Tunnel {
         let Some(session) = self.sessions.remove(&local_id) else {
             return false;
         };
+        if session.state == CallState::Pending {
+            return true; // the peer never heard of it
+        }
         self.send_cdn(now, ctx, session.local_id, session.peer_id, result);
         let cause = format!("CDN sent: {}", result.describe(false));
         self.session_down(ctx, &session, cause);

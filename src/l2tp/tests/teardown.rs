@@ -233,3 +233,37 @@ fn close_peer_and_shutdown() {
     let cause = tunnel_down_cause(&net.clients[1].events).unwrap();
     assert!(cause.ends_with("IKE SA deleted"), "{cause}");
 }
+
+#[test]
+fn lac_clears_calls_before_and_during_setup() {
+    let mut net = Net::new(lns_config());
+    net.add_client(lac_config());
+    let now = net.now;
+    // Before the tunnel is up: the call is only pending, nothing goes on the wire.
+    let pending = net.clients[0].lac.open_session(now).unwrap();
+    assert!(net.clients[0].lac.close_session(
+        now,
+        pending,
+        ResultCode::new(cdn::ADMINISTRATIVE, None, "")
+    ));
+    assert!(net.run_until(Duration::from_secs(2), |n| {
+        n.clients[0].lac.is_established()
+    }));
+    // ICRQ sent, no ICRP yet: the CDN names the call by our Assigned Session ID.
+    net.latency = Duration::from_millis(100);
+    let now = net.now;
+    let early = net.clients[0].lac.open_session(now).unwrap();
+    net.run_for(Duration::from_millis(50));
+    let now = net.now;
+    assert!(net.clients[0].lac.close_session(
+        now,
+        early,
+        ResultCode::new(cdn::LOST_CARRIER, None, "")
+    ));
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.sent_of(Dir::ToLns, MessageType::Icrq).len(), 1);
+    assert_eq!(net.sent_of(Dir::ToLns, MessageType::Cdn).len(), 1);
+    assert_eq!(net.lns.stats().sessions, 0);
+    assert_eq!(net.lns.stats().unknown_session, 0);
+    assert_eq!(net.lns_count(is_session_up), 0);
+}
