@@ -81,7 +81,7 @@ mod tests;
 
 pub use config::{Entropy, Retransmit, Secret, SeededEntropy, SystemEntropy, TunnelConfig};
 pub use event::{Event, PeerKey, SessionInfo, SessionRef};
-pub use hidden::{challenge_response, hide, unhide};
+pub use hidden::{challenge_response, hide, unhide, verify_response};
 pub use ids::{IdAllocator, MAX_WORKER_BITS, worker_of};
 pub use lac::{Lac, LacConfig};
 pub use lns::{Lns, LnsConfig};
