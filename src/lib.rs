@@ -11,4 +11,5 @@ pub mod config;
 pub mod crypto;
 pub mod dataplane;
 pub mod esp;
+pub mod l2tp;
 pub mod wire;
