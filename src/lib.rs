@@ -4,8 +4,10 @@
 //! ([`wire`]), ESP transforms with batch APIs ([`crypto`]), security associations,
 //! anti-replay and in-place encapsulation ([`esp`]), and the per-batch data path
 //! that takes IPv4/UDP/ESP/UDP/L2TP/PPP/IPv4 apart and puts it back together
-//! ([`dataplane`]).
+//! ([`dataplane`]). The address pool and the
+//! authentication backend interface ([`aaa`]).
 
+pub mod aaa;
 pub mod bench;
 pub mod crypto;
 pub mod dataplane;
