@@ -4,7 +4,9 @@
 //! an [`AuthRequest`] (the user name and the credentials the peer sent, by method) and
 //! goes on serving its other frames and timers. The control thread hands the request
 //! to an [`AuthBackend`] with [`AuthBackend::submit`], which returns at once, and later
-//! collects the answer with [`AuthBackend::poll`] and feeds it back to the link.
+//! collects the answer with [`AuthBackend::poll`] and feeds it back to the link. The
+//! local user table ([`LocalUsers`]) answers on the spot; a RADIUS client will answer
+//! after a round trip, behind the same trait.
 //!
 //! [`Pool`] hands out the inner IPv4 addresses (a range or a CIDR, statics reserved).
 
@@ -15,8 +17,10 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 pub mod pool;
+pub mod users;
 
 pub use pool::{Pool, PoolError};
+pub use users::{LocalUsers, UserError};
 
 /// A password (or other shared secret): zeroized on drop, never printed.
 #[derive(Clone, Default)]

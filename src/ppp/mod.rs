@@ -10,7 +10,10 @@
 //! what happened (authenticate this user, the link is up with these addresses, the
 //! link went down and why). Control frames are parsed with [`crate::wire::ppp`].
 
+pub mod auth;
 pub mod fsm;
+
+pub use auth::AuthMethod;
 
 use crate::wire::ppp::{ADDRESS, CONTROL, Protocol};
 
@@ -86,3 +89,6 @@ pub fn frame(protocol: Protocol, packet: &[u8]) -> Vec<u8> {
     out.extend_from_slice(packet);
     out
 }
+
+#[cfg(test)]
+mod tests;
