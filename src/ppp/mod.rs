@@ -12,6 +12,9 @@
 
 pub mod auth;
 pub mod fsm;
+pub mod ipcp;
+pub mod keepalive;
+pub mod lcp;
 
 pub use auth::AuthMethod;
 
