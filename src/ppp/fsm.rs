@@ -9,17 +9,25 @@
 //! (without the PPP header: the owner knows its protocol number) and the four layer
 //! signals.
 //!
-//! Two deliberate readings of the RFC, as pppd does them: a reply (Ack, Nak, Reject)
-//! is only taken once per Configure-Request — a duplicate is discarded, so a
-//! duplicated Configure-Ack cannot take an Opened link down — and every new
-//! Configure-Request gets a new Identifier. A peer that keeps sending Naks or
-//! Rejects is given up on after Max-Configure of them ("not converging"), because RCN
-//! re-arms the Restart counter and would otherwise never time out.
+//! Readings of the RFC that keep a lossy link from flapping:
+//!
+//! * a reply (Ack, Nak, Reject) is taken once per Configure-Request — a duplicate is
+//!   discarded, so a duplicated Configure-Ack cannot take an Opened link down (pppd);
+//! * a retransmission (TO+) repeats the Configure-Request with its Identifier (§5.1
+//!   allows it, pppd does it), and in Opened a Configure-Request identical in
+//!   Identifier and options to the one we last acked is a retransmission whose Ack
+//!   was lost: it is acked again instead of restarting the negotiation (RCR in
+//!   Opened is otherwise tld, scr, sca/n). Without this, losing every other frame
+//!   can keep both sides renegotiating forever, each one's retransmission knocking
+//!   the other out of Opened;
+//! * a peer that keeps sending Naks or Rejects is given up on after Max-Configure of
+//!   them ("not converging"), because RCN re-arms the Restart counter and would
+//!   otherwise never time out.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::wire::ppp::{ConfigOption, HEADER_LEN, OptionIter, Packet, Repr, code};
+use crate::wire::ppp::{ConfigOption, HEADER_LEN, Packet, Repr, code};
 
 /// The Restart timer and the three counters (RFC 1661 §4.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,6 +249,8 @@ pub struct Fsm<N> {
     req_id: u8,
     request: Vec<u8>,
     reply_seen: bool,
+    last_ack: Option<(u8, Vec<u8>)>,
+    term_data: Vec<u8>,
     cause: Option<Cause>,
     out: VecDeque<Output>,
     max_packet: usize,
@@ -264,18 +274,6 @@ pub fn packet(code: u8, identifier: u8, data: &[u8]) -> Vec<u8> {
     buf
 }
 
-fn options_valid(options: &[u8]) -> bool {
-    OptionIter::new(options).all(|o| o.is_ok())
-}
-
-fn is_subset(rejected: &[u8], request: &[u8]) -> bool {
-    OptionIter::new(rejected).all(|option| {
-        option.is_ok_and(|option| {
-            OptionIter::new(request).any(|ours| ours.is_ok_and(|ours| ours == option))
-        })
-    })
-}
-
 impl<N: Negotiate> Fsm<N> {
     /// A new automaton in Initial; `first_id` seeds the Identifiers it sends.
     pub fn new(neg: N, cfg: FsmConfig, first_id: u8) -> Fsm<N> {
@@ -291,6 +289,8 @@ impl<N: Negotiate> Fsm<N> {
             req_id: first_id,
             request: Vec::new(),
             reply_seen: false,
+            last_ack: None,
+            term_data: Vec::new(),
             cause: None,
             out: VecDeque::new(),
             max_packet: 1500,
@@ -321,6 +321,11 @@ impl<N: Negotiate> Fsm<N> {
     /// Packets silently discarded (malformed, unexpected Identifier, duplicate).
     pub fn discarded(&self) -> u64 {
         self.discarded
+    }
+
+    /// The data of our Terminate-Requests (a reason text, e.g. "User request").
+    pub fn set_terminate_data(&mut self, data: &[u8]) {
+        self.term_data = data[..data.len().min(64)].to_vec();
     }
 
     /// Caps packets built from peer data (Code-Reject) to the peer's MRU.
@@ -396,10 +401,19 @@ impl<N: Negotiate> Fsm<N> {
         self.deadline = Some(now + self.cfg.restart);
     }
 
+    /// TO+: the same Configure-Request again, same Identifier.
+    fn rescr(&mut self, now: Instant) {
+        self.reply_seen = false;
+        let pkt = packet(code::CONFIGURE_REQUEST, self.req_id, &self.request);
+        self.out.push_back(Output::Send(pkt));
+        self.restart_count = self.restart_count.saturating_sub(1);
+        self.deadline = Some(now + self.cfg.restart);
+    }
+
     fn str(&mut self, now: Instant) {
         let id = self.new_id();
-        self.out
-            .push_back(Output::Send(packet(code::TERMINATE_REQUEST, id, &[])));
+        let pkt = packet(code::TERMINATE_REQUEST, id, &self.term_data);
+        self.out.push_back(Output::Send(pkt));
         self.restart_count = self.restart_count.saturating_sub(1);
         self.deadline = Some(now + self.cfg.restart);
     }
@@ -411,6 +425,7 @@ impl<N: Negotiate> Fsm<N> {
 
     fn fresh_scr(&mut self, now: Instant) {
         self.neg.reset();
+        self.last_ack = None;
         self.irc(Counter::Configure);
         self.scr(now);
     }
@@ -495,10 +510,10 @@ impl<N: Negotiate> Fsm<N> {
             match self.state {
                 State::Closing | State::Stopping => self.str(now),
                 State::ReqSent | State::AckRcvd => {
-                    self.scr(now);
+                    self.rescr(now);
                     self.state = State::ReqSent;
                 }
-                State::AckSent => self.scr(now),
+                State::AckSent => self.rescr(now),
                 _ => {}
             }
         } else {
@@ -546,231 +561,9 @@ impl<N: Negotiate> Fsm<N> {
             State::Initial | State::Starting => {}
         }
     }
-
-    // ---- receive events ----
-
-    /// Takes one control packet (the payload of a PPP frame of this protocol).
-    /// Returns what the protocol must handle itself.
-    pub fn input<'a>(&mut self, now: Instant, payload: &'a [u8]) -> Option<Extended<'a>> {
-        let Ok(pkt) = Packet::new_checked(payload) else {
-            self.discarded += 1;
-            return None;
-        };
-        let (code, id) = (pkt.code(), pkt.identifier());
-        let data = payload
-            .get(HEADER_LEN..usize::from(pkt.len()))
-            .unwrap_or_default();
-        if matches!(self.state, State::Initial | State::Starting) {
-            self.discarded += 1;
-            return None;
-        }
-        match code {
-            code::CONFIGURE_REQUEST if options_valid(data) => self.rcr(now, id, data),
-            code::CONFIGURE_ACK => self.rca(now, id, data),
-            code::CONFIGURE_NAK | code::CONFIGURE_REJECT => self.rcn(now, code, id, data),
-            code::TERMINATE_REQUEST => self.rtr(now, id, data),
-            code::TERMINATE_ACK => self.rta(now),
-            code::CODE_REJECT => match data.first() {
-                Some(&rejected) if rejected <= code::CODE_REJECT => self.rxj_minus(now),
-                Some(&rejected) => return Some(Extended::CodeRejected(rejected)),
-                None => self.discarded += 1,
-            },
-            code::CONFIGURE_REQUEST => self.discarded += 1,
-            _ if self.neg.extended_code(code) => {
-                return Some(Extended::Code {
-                    code,
-                    identifier: id,
-                    data,
-                });
-            }
-            _ => {
-                let id = self.new_id();
-                self.send(code::CODE_REJECT, id, &payload[..usize::from(pkt.len())]);
-            }
-        }
-        None
-    }
-
-    fn rcr(&mut self, now: Instant, id: u8, options: &[u8]) {
-        match self.state {
-            State::Closed => return self.sta(id),
-            State::Closing | State::Stopping | State::Initial | State::Starting => return,
-            _ => {}
-        }
-        let restart = matches!(self.state, State::Stopped | State::Opened);
-        if restart {
-            self.neg.reset();
-        }
-        let verdict = self
-            .neg
-            .judge(options, self.failures >= self.cfg.max_failure);
-        let good = verdict == Verdict::Ack;
-        if restart {
-            if self.state == State::Opened {
-                self.tld();
-            }
-            self.irc(Counter::Configure);
-            self.scr(now);
-        }
-        match verdict {
-            Verdict::Ack => {
-                self.failures = 0;
-                self.out
-                    .push_back(Output::Send(packet(code::CONFIGURE_ACK, id, options)));
-            }
-            Verdict::Nak(naks) => {
-                self.failures += 1;
-                self.out
-                    .push_back(Output::Send(packet(code::CONFIGURE_NAK, id, &naks)));
-            }
-            Verdict::Reject(rejects) => {
-                self.out
-                    .push_back(Output::Send(packet(code::CONFIGURE_REJECT, id, &rejects)));
-            }
-        }
-        self.state = match (self.state, good) {
-            (State::AckRcvd, true) => {
-                self.tlu();
-                State::Opened
-            }
-            (State::AckRcvd, false) => State::AckRcvd,
-            (_, true) => State::AckSent,
-            (_, false) => State::ReqSent,
-        };
-    }
-
-    fn is_reply_to_current(&mut self, id: u8) -> bool {
-        if id != self.req_id || self.reply_seen {
-            self.discarded += 1;
-            return false;
-        }
-        true
-    }
-
-    fn rca(&mut self, now: Instant, id: u8, options: &[u8]) {
-        match self.state {
-            State::Closed | State::Stopped => return self.sta(id),
-            State::ReqSent | State::AckRcvd | State::AckSent | State::Opened => {}
-            _ => return,
-        }
-        if !self.is_reply_to_current(id) {
-            return;
-        }
-        if options != self.request.as_slice() {
-            self.discarded += 1;
-            return;
-        }
-        self.reply_seen = true;
-        self.neg.acked(options);
-        match self.state {
-            State::ReqSent => {
-                self.irc(Counter::Configure);
-                self.state = State::AckRcvd;
-            }
-            State::AckRcvd => {
-                self.scr(now);
-                self.state = State::ReqSent;
-            }
-            State::AckSent => {
-                self.irc(Counter::Configure);
-                self.tlu();
-                self.state = State::Opened;
-            }
-            _ => {
-                self.tld();
-                self.fresh_scr(now);
-                self.state = State::ReqSent;
-            }
-        }
-    }
-
-    fn rcn(&mut self, now: Instant, code: u8, id: u8, options: &[u8]) {
-        match self.state {
-            State::Closed | State::Stopped => return self.sta(id),
-            State::ReqSent | State::AckRcvd | State::AckSent | State::Opened => {}
-            _ => return,
-        }
-        if !self.is_reply_to_current(id) {
-            return;
-        }
-        let valid = options_valid(options)
-            && (code == code::CONFIGURE_NAK || is_subset(options, &self.request));
-        if !valid {
-            self.discarded += 1;
-            return;
-        }
-        self.reply_seen = true;
-        if self.state == State::Opened {
-            self.tld();
-            self.fresh_scr(now);
-            self.state = State::ReqSent;
-            return;
-        }
-        self.naks_received += 1;
-        if self.naks_received > self.cfg.max_configure {
-            self.cause = Some(Cause::NotConverging);
-            return self.close(now);
-        }
-        let result = if code == code::CONFIGURE_NAK {
-            self.neg.naked(options)
-        } else {
-            self.neg.rejected(options)
-        };
-        if let Err(why) = result {
-            self.cause = Some(Cause::Failed(why));
-            return self.close(now);
-        }
-        match self.state {
-            State::ReqSent | State::AckSent => {
-                self.irc(Counter::Configure);
-                self.scr(now);
-            }
-            _ => {
-                self.scr(now);
-                self.state = State::ReqSent;
-            }
-        }
-    }
-
-    fn rtr(&mut self, now: Instant, id: u8, data: &[u8]) {
-        match self.state {
-            State::ReqSent | State::AckRcvd | State::AckSent => {
-                self.cause = Some(Cause::PeerTerminated(data.to_vec()));
-                self.sta(id);
-                self.state = State::ReqSent;
-            }
-            State::Opened => {
-                self.cause = Some(Cause::PeerTerminated(data.to_vec()));
-                self.tld();
-                self.zrc(now);
-                self.sta(id);
-                self.state = State::Stopping;
-            }
-            State::Initial | State::Starting => {}
-            _ => self.sta(id),
-        }
-    }
-
-    fn rta(&mut self, now: Instant) {
-        match self.state {
-            State::Closing => {
-                self.tlf();
-                self.state = State::Closed;
-            }
-            State::Stopping => {
-                self.tlf();
-                self.state = State::Stopped;
-            }
-            State::AckRcvd => self.state = State::ReqSent,
-            State::Opened => {
-                self.tld();
-                self.fresh_scr(now);
-                self.state = State::ReqSent;
-            }
-            _ => {}
-        }
-    }
 }
+
+mod receive;
 
 #[cfg(test)]
 mod tests;

@@ -3,8 +3,9 @@
 //!
 //! The authenticator sends a Challenge and retransmits on the Restart timer — with a
 //! new Identifier and a new challenge each time (RFC 1994 §4.1) — up to its try limit;
-//! it answers a retransmitted Response with the same Success or Failure. The peer
-//! answers each new Challenge, repeats its Response for a repeated one, and for
+//! it answers a retransmitted Response with the same Success or Failure (§4.2: "the
+//! Success might be lost"). The peer answers each new Challenge, repeats its Response
+//! for a repeated one and on its own Restart timer until an answer comes, and for
 //! MS-CHAPv2 checks that the Success proves the server knows the password.
 
 use std::fmt;
@@ -261,6 +262,7 @@ pub struct ChapPeer {
     /// The last Challenge answered (Identifier, value) and our Response to it.
     last: Option<(u8, Vec<u8>, Vec<u8>)>,
     expected: Option<[u8; 20]>,
+    tries_left: u32,
     done: bool,
     ob: Outbox,
 }
@@ -292,6 +294,7 @@ impl ChapPeer {
             timing,
             last: None,
             expected: None,
+            tries_left: 0,
             done: false,
             ob: Outbox {
                 deadline: Some(now + timing.timeout),
@@ -325,7 +328,8 @@ impl ChapPeer {
                 if let Some(response) = self.respond(id, value, entropy) {
                     self.ob.send(Protocol::CHAP, response.clone());
                     self.last = Some((id, value.to_vec(), response));
-                    self.ob.deadline = Some(now + self.timing.timeout);
+                    self.tries_left = self.timing.max_tries.saturating_sub(1);
+                    self.ob.deadline = Some(now + self.timing.restart);
                 }
             }
             chap_code::SUCCESS if self.last_id() == Some(id) => {
@@ -404,11 +408,23 @@ impl ChapPeer {
         }
     }
 
-    /// Gives up when the authenticator falls silent.
+    /// Repeats the Response while no answer comes; gives up when the authenticator
+    /// falls silent.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if !self.done && self.ob.expired(now) {
-            self.done = true;
-            self.ob.done(Err(AuthFailure::Timeout));
+        if self.done || !self.ob.expired(now) {
+            return;
+        }
+        match &self.last {
+            Some((_, _, response)) if self.tries_left > 0 => {
+                let response = response.clone();
+                self.tries_left -= 1;
+                self.ob.send(Protocol::CHAP, response);
+                self.ob.deadline = Some(now + self.timing.restart);
+            }
+            _ => {
+                self.done = true;
+                self.ob.done(Err(AuthFailure::Timeout));
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! one option (type 1) must carry a value the receiver likes.
 
 use super::*;
+use crate::wire::ppp::OptionIter;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
@@ -425,4 +426,56 @@ fn closed_answers_requests_with_terminate_ack() {
     a.up(now);
     a.input(now, &packet(code::CONFIGURE_REQUEST, 5, &[]));
     assert_eq!(drain(&mut a).0, [packet(code::TERMINATE_ACK, 5, &[])]);
+}
+
+#[test]
+fn retransmission_keeps_the_identifier_and_options() {
+    let now = Instant::now();
+    let mut a = toy(7, &[9]);
+    a.open(now);
+    a.up(now);
+    let first = drain(&mut a).0.remove(0);
+    a.handle_timeout(now + Duration::from_secs(3));
+    assert_eq!(drain(&mut a).0, std::slice::from_ref(&first));
+    // An Ack of it is still good after the retransmission.
+    let mut ack = first;
+    ack[0] = code::CONFIGURE_ACK;
+    a.input(now, &ack);
+    assert_eq!(a.state(), State::AckRcvd);
+}
+
+#[test]
+fn repeated_request_in_opened_is_acked_again_without_renegotiating() {
+    let now = Instant::now();
+    let (mut a, mut b) = (toy(7, &[9]), toy(9, &[7]));
+    for f in [&mut a, &mut b] {
+        f.open(now);
+        f.up(now);
+    }
+    let req_a = drain(&mut a).0.remove(0);
+    let req_b = drain(&mut b).0.remove(0);
+    b.input(now, &req_a);
+    a.input(now, &req_b);
+    let ack_for_b = drain(&mut a).0.remove(0);
+    let ack_for_a = drain(&mut b).0.remove(0);
+    a.input(now, &ack_for_a);
+    assert_eq!(a.state(), State::Opened);
+    drain(&mut a);
+    // a's Ack to b got lost: b retransmits the same request; a acks it again.
+    b.handle_timeout(now + Duration::from_secs(3));
+    let again = drain(&mut b).0.remove(0);
+    assert_eq!(again, req_b);
+    a.input(now, &again);
+    let (sent, signals) = drain(&mut a);
+    assert!(signals.is_empty(), "no tld");
+    assert_eq!(sent, [ack_for_b]);
+    assert_eq!(a.state(), State::Opened);
+    b.input(now, &sent[0]);
+    assert_eq!(b.state(), State::Opened);
+    // A new request (new Identifier) does renegotiate.
+    let mut renew = req_b;
+    renew[1] = renew[1].wrapping_add(1);
+    a.input(now, &renew);
+    assert_eq!(drain(&mut a).1, [Output::Down]);
+    assert_eq!(a.state(), State::AckSent);
 }

@@ -379,3 +379,33 @@ fn peer_debug_hides_the_password() {
     );
     assert!(!format!("{peer:?}").contains("hunter2"));
 }
+
+#[test]
+fn peer_repeats_its_response_until_answered_then_gives_up() {
+    let start = Instant::now();
+    let mut rng = SeededEntropy::new(12);
+    let mut server = ChapAuthenticator::start(AuthMethod::Chap, "gw", timing(), start, &mut rng);
+    let challenge = sent(&outputs_server(&mut server)).remove(0);
+    let mut peer = ChapPeer::start(
+        AuthMethod::Chap,
+        "alice",
+        &Password::from("x"),
+        timing(),
+        start,
+    );
+    peer.input(start, &challenge, &mut rng);
+    let mut responses = sent(&outputs_peer(&mut peer));
+    let mut last = Vec::new();
+    while let Some(t) = peer.next_timeout() {
+        peer.handle_timeout(t);
+        let outs = outputs_peer(&mut peer);
+        responses.extend(sent(&outs));
+        last = outs;
+    }
+    assert_eq!(responses.len(), 3, "max_tries responses");
+    assert!(responses.iter().all(|r| *r == responses[0]));
+    assert!(matches!(
+        &last[..],
+        [AuthOutput::Done(Err(AuthFailure::Timeout))]
+    ));
+}
