@@ -11,12 +11,18 @@
 //! link went down and why). Control frames are parsed with [`crate::wire::ppp`].
 
 pub mod auth;
+pub mod config;
+pub mod event;
 pub mod fsm;
 pub mod ipcp;
 pub mod keepalive;
 pub mod lcp;
+pub mod link;
 
 pub use auth::AuthMethod;
+pub use config::{ClientConfig, ServerConfig, Timing};
+pub use event::{DownReason, Event, LinkUp};
+pub use link::{Link, LinkStats, Phase};
 
 use crate::wire::ppp::{ADDRESS, CONTROL, Protocol};
 

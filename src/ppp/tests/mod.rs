@@ -1,10 +1,18 @@
-//! Helpers for the PPP tests: frames of the golden captures, scripted randomness.
+//! Tests of the whole PPP stack: the golden captures ([`capture`]), server and client
+//! links driven against each other with a fake clock ([`sim`], [`scenarios`],
+//! [`faults`]) and garbage input ([`garbage`]).
 
 use std::collections::VecDeque;
 
 use crate::ppp::{Entropy, SeededEntropy};
 use crate::wire::test_util::hex;
 use crate::wire::{esp, l2tp, udp};
+
+mod capture;
+mod faults;
+mod garbage;
+mod scenarios;
+pub(crate) mod sim;
 
 /// The decrypted.txt of the ikev1-natt capture (MS-CHAPv2, alice/alicepass).
 pub(crate) const NATT: &str = include_str!("../../../tests/data/ikev1-natt.decrypted.txt");
