@@ -4,12 +4,18 @@
 //! ([`wire`]), ESP transforms with batch APIs ([`crypto`]), security associations,
 //! anti-replay and in-place encapsulation ([`esp`]), and the per-batch data path
 //! that takes IPv4/UDP/ESP/UDP/L2TP/PPP/IPv4 apart and puts it back together
-//! ([`dataplane`]).
+//! ([`dataplane`]). The PPP option automaton
+//! ([`ppp`]); the address pool and the authentication backend interface ([`aaa`]).
 
+pub mod aaa;
 pub mod bench;
 pub mod config;
 pub mod crypto;
 pub mod dataplane;
 pub mod esp;
+<<<<<<< HEAD
 pub mod l2tp;
+=======
+pub mod ppp;
+>>>>>>> ppp
 pub mod wire;
