@@ -13,9 +13,6 @@ pub mod config;
 pub mod crypto;
 pub mod dataplane;
 pub mod esp;
-<<<<<<< HEAD
 pub mod l2tp;
-=======
 pub mod ppp;
->>>>>>> ppp
 pub mod wire;
