@@ -80,7 +80,7 @@ pub struct Gateway {
 }
 
 /// `[ipsec]`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ipsec {
     /// Pre-shared key for L2TP/IPsec clients (≥ 20 characters or a warning).
@@ -89,6 +89,15 @@ pub struct Ipsec {
     /// ESP anti-replay window (64..=4096, multiple of 64).
     #[serde(default = "replay_window")]
     pub replay_window: u32,
+}
+
+impl Default for Ipsec {
+    fn default() -> Self {
+        Ipsec {
+            psk: None,
+            replay_window: replay_window(),
+        }
+    }
 }
 
 impl fmt::Debug for Ipsec {
@@ -517,6 +526,16 @@ password = "vpnpass123"
         assert!(e.to_string().contains("line"), "{e}");
         let e = with("listen = \"10.77.0.254\"", "listen = \"10.77.0\"").unwrap_err();
         assert!(e.to_string().contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn a_minimal_file_takes_every_default() {
+        let text = "[gateway]\nlisten = \"10.0.0.1\"\n[l2tp]\nrequire_ipsec = false\n\
+                    [ppp]\nlocal_address = \"10.99.0.1\"\n[pool]\nrange = \"10.99.0.0/24\"\n";
+        let (c, _) = Config::parse(text).unwrap();
+        assert_eq!(c.ipsec.replay_window, 1024);
+        assert_eq!(c.ppp.mtu, 1400);
+        assert_eq!(c.gateway.workers, 1);
     }
 
     #[test]

@@ -10,7 +10,9 @@
 pub mod aaa;
 pub mod bench;
 pub mod config;
+pub mod control;
 pub mod crypto;
+pub mod daemon;
 pub mod dataplane;
 pub mod esp;
 pub mod l2tp;

@@ -74,6 +74,7 @@ pub struct Pkt<B> {
     seq: u64,
     esp: Range<usize>,
     out_sa: Option<OutboundId>,
+    inner_len: usize,
 }
 
 impl<B> Pkt<B> {
@@ -91,6 +92,7 @@ impl<B> Pkt<B> {
             seq: 0,
             esp: 0..0,
             out_sa: None,
+            inner_len: 0,
         }
     }
 
@@ -421,6 +423,10 @@ impl Shard {
         p.verdict = Verdict::Forward;
         self.stats.decap_out += 1;
         self.stats.decap_out_bytes += total as u64;
+        if let Some(s) = self.sessions.get_mut(idx) {
+            s.counters.in_packets += 1;
+            s.counters.in_bytes += total as u64;
+        }
     }
 
     /// Encapsulates a batch of inner IPv4 packets (towards clients) in place.
@@ -434,6 +440,7 @@ impl Shard {
                 continue;
             };
             p.end = p.start + total;
+            p.inner_len = total;
             let dst = ip_dst(b, p.start);
             let Some(idx) = self.sessions.find_by_inner(dst) else {
                 Self::set_drop(&mut self.stats, p, DropReason::NoSession);
@@ -465,6 +472,10 @@ impl Shard {
                         p.verdict = Verdict::Forward;
                         self.stats.encap_out += 1;
                         self.stats.encap_out_bytes += r.len() as u64;
+                        if let Some(s) = self.sessions.get_mut(idx) {
+                            s.counters.out_packets += 1;
+                            s.counters.out_bytes += p.inner_len as u64;
+                        }
                     }
                     Err(r) => Self::set_drop(&mut self.stats, p, r),
                 }
@@ -540,6 +551,10 @@ impl Shard {
                     p.verdict = Verdict::Forward;
                     self.stats.encap_out += 1;
                     self.stats.encap_out_bytes += (p.end - p.start) as u64;
+                    if let Some(s) = p.session.and_then(|i| self.sessions.get_mut(i)) {
+                        s.counters.out_packets += 1;
+                        s.counters.out_bytes += p.inner_len as u64;
+                    }
                 }
                 Verdict::Drop(r) => self.stats.drop(r),
                 _ => {}

@@ -146,6 +146,7 @@ impl GatewaySide {
             acfc: false,
             pfc: false,
             plain: None,
+            counters: Default::default(),
         };
         Ok(GatewaySide {
             inbound,
@@ -255,6 +256,7 @@ impl SimPeer {
             acfc: false,
             pfc: false,
             plain: None,
+            counters: Default::default(),
         };
         Ok(SimPeer {
             params: p,

@@ -59,6 +59,21 @@ pub struct Session {
     pub pfc: bool,
     /// Outer addressing of plain L2TP (no IPsec), for the encap side.
     pub plain: Option<PlainPeer>,
+    /// Traffic of the session's inner packets (for accounting).
+    pub counters: SessionCounters,
+}
+
+/// Inner packets and octets of a session, both ways.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionCounters {
+    /// Client → inside: packets.
+    pub in_packets: u64,
+    /// Client → inside: octets of inner IPv4.
+    pub in_bytes: u64,
+    /// Inside → client: packets.
+    pub out_packets: u64,
+    /// Inside → client: octets of inner IPv4.
+    pub out_bytes: u64,
 }
 
 /// Outer addresses and port of a plain (no IPsec) L2TP session.
@@ -280,6 +295,7 @@ mod tests {
             acfc: false,
             pfc: false,
             plain: None,
+            counters: SessionCounters::default(),
         }
     }
 

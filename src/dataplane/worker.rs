@@ -77,12 +77,14 @@ pub enum WorkerCmd {
         /// The client's inner address.
         addr: Ipv4Addr,
     },
-    /// Removes a session.
+    /// Removes a session; its final counters go to `reply`.
     RemoveSession {
         /// Our tunnel id.
         tunnel: u16,
         /// Our session id.
         session: u16,
+        /// Gets the session's counters (None if it was not installed).
+        reply: Option<Sender<Option<crate::dataplane::session::SessionCounters>>>,
     },
     /// Sends an L2TP packet (control message, or data carrying a PPP control frame) to
     /// a peer over UDP 1701, under its SA when `peer.spi` is not 0.
@@ -625,8 +627,15 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
                         tracing::warn!(worker = self.cfg.id, tunnel, session, %addr, "address not set: {e:?}");
                     }
                 }
-                WorkerCmd::RemoveSession { tunnel, session } => {
-                    self.shard.sessions.remove(tunnel, session);
+                WorkerCmd::RemoveSession {
+                    tunnel,
+                    session,
+                    reply,
+                } => {
+                    let s = self.shard.sessions.remove(tunnel, session);
+                    if let Some(r) = reply {
+                        let _ = r.send(s.map(|s| s.counters));
+                    }
                 }
                 WorkerCmd::SendL2tp {
                     peer,

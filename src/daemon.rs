@@ -1,0 +1,182 @@
+//! `sekisho run` and `sekisho check-config`: the configuration turned into a data plane,
+//! a control thread and their machines; signals for shutdown (SIGTERM, SIGINT) and
+//! reload (SIGHUP).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::aaa::Password;
+use crate::aaa::pool::Pool;
+use crate::aaa::users::LocalUsers;
+use crate::config::{AuthMethod, Config};
+use crate::control::accounting::Accounting;
+use crate::control::{Control, ControlConfig, Tick};
+use crate::dataplane::io::tun::TunConfig;
+use crate::dataplane::runtime::{self, PlaneConfig, tunnel_bits};
+use crate::l2tp::{self, Lns, LnsConfig};
+use crate::ppp;
+
+/// Everything `check-config` verifies beyond the file's own validation: the pool
+/// parses, users are valid, the local address is outside the pool.
+pub fn check(cfg: &Config) -> Result<(Pool, LocalUsers), String> {
+    let pool = Pool::parse(&cfg.pool.range).map_err(|e| format!("pool.range: {e}"))?;
+    if pool.contains(cfg.ppp.local_address) {
+        return Err(format!(
+            "ppp.local_address: {} lies inside pool.range {}",
+            cfg.ppp.local_address, cfg.pool.range
+        ));
+    }
+    let users = users_of(cfg)?;
+    ppp_config(cfg).check().map_err(|e| e.to_string())?;
+    Ok((pool, users))
+}
+
+fn users_of(cfg: &Config) -> Result<LocalUsers, String> {
+    let mut users = LocalUsers::new();
+    for (i, u) in cfg.users.iter().enumerate() {
+        users
+            .add(&u.name, Password::new(u.password.expose().as_bytes().to_vec()), u.address)
+            .map_err(|e| format!("user[{i}]: {e}"))?;
+    }
+    Ok(users)
+}
+
+fn ppp_config(cfg: &Config) -> ppp::ServerConfig {
+    let mut p = ppp::ServerConfig::new(cfg.ppp.local_address);
+    p.auth = cfg
+        .ppp
+        .auth
+        .iter()
+        .map(|a| match a {
+            AuthMethod::Mschapv2 => ppp::AuthMethod::MsChapV2,
+            AuthMethod::Chap => ppp::AuthMethod::Chap,
+            AuthMethod::Pap => ppp::AuthMethod::Pap,
+        })
+        .collect();
+    p.dns = cfg.ppp.dns.clone();
+    p.mru = cfg.ppp.mtu;
+    p.name = cfg.l2tp.host_name.clone();
+    p.timing.echo_interval = cfg.echo_interval();
+    p.timing.echo_failures = cfg.ppp.echo_failures;
+    p
+}
+
+/// Runs the gateway until SIGTERM/SIGINT.
+pub fn run(path: &Path) -> Result<(), String> {
+    let (cfg, warnings) = Config::load(path).map_err(|e| e.to_string())?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let (pool, users) = check(&cfg)?;
+    if cfg.gateway.inside != "tun" {
+        return Err(format!(
+            "gateway.inside: router mode on {:?} is not wired into `sekisho run` yet; use \"tun\"",
+            cfg.gateway.inside
+        ));
+    }
+    let prefix = 24;
+    let plane_cfg = PlaneConfig {
+        listen: cfg.gateway.listen,
+        interface: cfg.gateway.interface.clone(),
+        io: cfg.gateway.io,
+        workers: cfg.gateway.workers,
+        ports: (cfg.gateway.ike_port, cfg.gateway.natt_port, cfg.gateway.l2tp_port),
+        tun: TunConfig {
+            name: cfg.gateway.tun_name.clone(),
+            mtu: cfg.ppp.mtu,
+            addr: cfg.ppp.local_address,
+            prefix,
+            queues: cfg.gateway.workers,
+        },
+        require_ipsec: cfg.l2tp.require_ipsec,
+        mss_clamp: Some(cfg.ppp.mtu.saturating_sub(40)),
+        raw_esp: true,
+    };
+    let plane = runtime::start(&plane_cfg)?;
+    // The pool is routed into the TUN device: the device holds local_address/24; add
+    // a route for the whole pool when it lies outside that prefix.
+    route_pool(&cfg.gateway.tun_name, &cfg.pool.range);
+
+    let mut lns_cfg = LnsConfig {
+        worker_bits: tunnel_bits(cfg.gateway.workers),
+        ..LnsConfig::default()
+    };
+    lns_cfg.tunnel.host_name = cfg.l2tp.host_name.clone();
+    lns_cfg.tunnel.hello_interval = Some(Duration::from_secs(cfg.l2tp.hello_interval));
+    lns_cfg.tunnel.secret = cfg
+        .l2tp
+        .secret
+        .as_ref()
+        .map(|s| l2tp::Secret::new(s.expose().as_bytes().to_vec()));
+    let accounting = Accounting::open(cfg.accounting.file.as_deref())
+        .map_err(|e| format!("accounting.file: {e}"))?;
+    let mut control = Control::new(
+        ControlConfig {
+            local: cfg.gateway.listen,
+            ppp: ppp_config(&cfg),
+            require_ipsec: cfg.l2tp.require_ipsec,
+            workers: cfg.gateway.workers,
+        },
+        Lns::new(lns_cfg),
+        users,
+        pool,
+        accounting,
+        plane.cmds.clone(),
+    );
+
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, term.clone()).map_err(|e| format!("signal: {e}"))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .map_err(|e| format!("signal: {e}"))?;
+    tracing::info!(listen = %cfg.gateway.listen, "sekisho running");
+    let up = plane.up.clone();
+    let reload_path = path.to_path_buf();
+    control.run(&up, || {
+        if term.load(Ordering::Relaxed) {
+            return Tick::Stop;
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            match Config::load(&reload_path)
+                .map_err(|e| e.to_string())
+                .and_then(|(c, _)| users_of(&c))
+            {
+                // Established sessions are kept; new logins use the new users.
+                Ok(u) => return Tick::ReloadUsers(u),
+                Err(e) => tracing::warn!("SIGHUP: configuration not reloaded: {e}"),
+            }
+        }
+        Tick::Go
+    });
+    let totals = plane.shutdown();
+    tracing::info!(
+        sessions_up = control.stats.sessions_up,
+        decap = totals.decap_out,
+        encap = totals.encap_out,
+        drops = totals.total_drops(),
+        "sekisho stopped"
+    );
+    Ok(())
+}
+
+/// Routes every /24 the pool touches into the TUN device (the device's own prefix
+/// covers the common case of a pool next to `local_address`).
+fn route_pool(dev: &str, range: &str) {
+    let Ok(p) = Pool::parse(range) else { return };
+    let text = p.to_string();
+    let Some((a, b)) = text.split_once('-') else { return };
+    let (Ok(a), Ok(b)) = (a.parse::<std::net::Ipv4Addr>(), b.parse::<std::net::Ipv4Addr>()) else {
+        return;
+    };
+    let (first, last) = (u32::from(a) >> 8, u32::from(b) >> 8);
+    for net in (first..=last).take(256) {
+        let net = std::net::Ipv4Addr::from(net << 8);
+        let _ = std::process::Command::new("ip")
+            .args(["route", "replace", &format!("{net}/24"), "dev", dev])
+            .status();
+    }
+}
