@@ -37,7 +37,11 @@ fn users_of(cfg: &Config) -> Result<LocalUsers, String> {
     let mut users = LocalUsers::new();
     for (i, u) in cfg.users.iter().enumerate() {
         users
-            .add(&u.name, Password::new(u.password.expose().as_bytes().to_vec()), u.address)
+            .add(
+                &u.name,
+                Password::new(u.password.expose().as_bytes().to_vec()),
+                u.address,
+            )
             .map_err(|e| format!("user[{i}]: {e}"))?;
     }
     Ok(users)
@@ -82,7 +86,11 @@ pub fn run(path: &Path) -> Result<(), String> {
         interface: cfg.gateway.interface.clone(),
         io: cfg.gateway.io,
         workers: cfg.gateway.workers,
-        ports: (cfg.gateway.ike_port, cfg.gateway.natt_port, cfg.gateway.l2tp_port),
+        ports: (
+            cfg.gateway.ike_port,
+            cfg.gateway.natt_port,
+            cfg.gateway.l2tp_port,
+        ),
         tun: TunConfig {
             name: cfg.gateway.tun_name.clone(),
             mtu: cfg.ppp.mtu,
@@ -168,8 +176,13 @@ pub fn run(path: &Path) -> Result<(), String> {
 fn route_pool(dev: &str, range: &str) {
     let Ok(p) = Pool::parse(range) else { return };
     let text = p.to_string();
-    let Some((a, b)) = text.split_once('-') else { return };
-    let (Ok(a), Ok(b)) = (a.parse::<std::net::Ipv4Addr>(), b.parse::<std::net::Ipv4Addr>()) else {
+    let Some((a, b)) = text.split_once('-') else {
+        return;
+    };
+    let (Ok(a), Ok(b)) = (
+        a.parse::<std::net::Ipv4Addr>(),
+        b.parse::<std::net::Ipv4Addr>(),
+    ) else {
         return;
     };
     let (first, last) = (u32::from(a) >> 8, u32::from(b) >> 8);

@@ -48,7 +48,8 @@ pub struct Record {
 }
 
 fn epoch(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Record {
@@ -117,7 +118,9 @@ impl Accounting {
 
     /// Writes one record as a line; failures are logged, never fatal.
     pub fn write(&mut self, r: &Record) {
-        let Ok(mut line) = serde_json::to_string(r) else { return };
+        let Ok(mut line) = serde_json::to_string(r) else {
+            return;
+        };
         line.push('\n');
         let res = match self {
             Accounting::Off => Ok(()),
@@ -144,17 +147,41 @@ mod tests {
             out_packets: 4,
             out_bytes: 400,
         };
-        let stop = Record::stop("alice", outer, Ipv4Addr::new(10, 99, 0, 10), t, Duration::from_secs(61), c, "peer terminated");
+        let stop = Record::stop(
+            "alice",
+            outer,
+            Ipv4Addr::new(10, 99, 0, 10),
+            t,
+            Duration::from_secs(61),
+            c,
+            "peer terminated",
+        );
         let v: serde_json::Value = serde_json::to_value(&stop).unwrap();
         for k in [
-            "event", "user", "outer_address", "outer_port", "assigned_address", "start_time", "duration_s",
-            "bytes_in", "bytes_out", "packets_in", "packets_out", "cause",
+            "event",
+            "user",
+            "outer_address",
+            "outer_port",
+            "assigned_address",
+            "start_time",
+            "duration_s",
+            "bytes_in",
+            "bytes_out",
+            "packets_in",
+            "packets_out",
+            "cause",
         ] {
             assert!(v.get(k).is_some(), "{k}");
         }
         assert_eq!(v["cause"], "peer terminated");
         assert_eq!(v["outer_port"], 4500);
-        let start = serde_json::to_value(Record::start("alice", outer, Ipv4Addr::new(10, 99, 0, 10), t)).unwrap();
+        let start = serde_json::to_value(Record::start(
+            "alice",
+            outer,
+            Ipv4Addr::new(10, 99, 0, 10),
+            t,
+        ))
+        .unwrap();
         assert!(start.get("cause").is_none());
         let dir = std::env::temp_dir().join(format!("sekisho-acct-{}", std::process::id()));
         let mut a = Accounting::open(Some(&dir)).unwrap();

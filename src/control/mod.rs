@@ -212,7 +212,9 @@ impl Control {
                 break;
             }
             self.timers.pop();
-            let Some(c) = self.calls.get_mut(&ids) else { continue };
+            let Some(c) = self.calls.get_mut(&ids) else {
+                continue;
+            };
             // Stale heap entries (the link re-armed earlier or later) are skipped.
             if c.link.next_timeout().is_some_and(|due| due <= now) {
                 c.link.handle_timeout(now);
@@ -261,7 +263,9 @@ impl Control {
                 l2tp::Event::TunnelDown { peer, .. } => {
                     self.peer_worker.remove(&peer);
                 }
-                l2tp::Event::TunnelUp { .. } | l2tp::Event::LinkInfo { .. } | l2tp::Event::WanError { .. } => {}
+                l2tp::Event::TunnelUp { .. }
+                | l2tp::Event::LinkInfo { .. }
+                | l2tp::Event::WanError { .. } => {}
             }
         }
     }
@@ -281,7 +285,11 @@ impl Control {
             local_session_id: info.local_session_id,
             peer_tunnel_id: info.peer_tunnel_id,
             peer_session_id: info.peer_session_id,
-            peer_port: if info.peer.spi == 0 { info.peer.addr.port() } else { 1701 },
+            peer_port: if info.peer.spi == 0 {
+                info.peer.addr.port()
+            } else {
+                1701
+            },
             inbound_spi: (info.peer.spi != 0).then_some(info.peer.spi),
             outbound: None,
             inner_addr: None,
@@ -314,7 +322,9 @@ impl Control {
     /// Acts on a link's events: frames to send, authentication, up, down.
     fn drain_link(&mut self, now: Instant, ids: (u16, u16)) {
         loop {
-            let Some(c) = self.calls.get_mut(&ids) else { return };
+            let Some(c) = self.calls.get_mut(&ids) else {
+                return;
+            };
             let Some(ev) = c.link.poll_event() else {
                 if let Some(due) = c.link.next_timeout() {
                     self.timers.push(Reverse((due, ids)));
@@ -385,8 +395,12 @@ impl Control {
     /// Hands answered authentications to their links, with a pool address.
     fn collect_auth(&mut self, now: Instant) {
         while let Some((id, mut result)) = self.users.poll() {
-            let Some(ids) = self.pending_auth.remove(&id) else { continue };
-            let Some(c) = self.calls.get_mut(&ids) else { continue };
+            let Some(ids) = self.pending_auth.remove(&id) else {
+                continue;
+            };
+            let Some(c) = self.calls.get_mut(&ids) else {
+                continue;
+            };
             if c.auth != Some(id) {
                 continue;
             }
@@ -406,13 +420,12 @@ impl Control {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let mut counters = Default::default();
         if let Some(w) = self.workers.get(usize::from(c.worker))
-            && w
-                .send(WorkerCmd::RemoveSession {
-                    tunnel: ids.0,
-                    session: ids.1,
-                    reply: Some(tx),
-                })
-                .is_ok()
+            && w.send(WorkerCmd::RemoveSession {
+                tunnel: ids.0,
+                session: ids.1,
+                reply: Some(tx),
+            })
+            .is_ok()
         {
             counters = rx
                 .recv_timeout(Duration::from_millis(200))
