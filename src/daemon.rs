@@ -74,13 +74,11 @@ pub fn run(path: &Path) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     let (pool, users) = check(&cfg)?;
-    if cfg.gateway.inside != "tun" {
-        return Err(format!(
-            "gateway.inside: router mode on {:?} is not wired into `sekisho run` yet; use \"tun\"",
-            cfg.gateway.inside
-        ));
-    }
     let prefix = 24;
+    let router = (cfg.gateway.inside != "tun").then(|| {
+        let (net, len) = covering_prefix(&pool);
+        (cfg.gateway.inside.clone(), net, len)
+    });
     let plane_cfg = PlaneConfig {
         listen: cfg.gateway.listen,
         interface: cfg.gateway.interface.clone(),
@@ -98,6 +96,7 @@ pub fn run(path: &Path) -> Result<(), String> {
             prefix,
             queues: cfg.gateway.workers,
         },
+        router,
         require_ipsec: cfg.l2tp.require_ipsec,
         mss_clamp: Some(cfg.ppp.mtu.saturating_sub(40)),
         raw_esp: true,
@@ -105,7 +104,9 @@ pub fn run(path: &Path) -> Result<(), String> {
     let plane = runtime::start(&plane_cfg)?;
     // The pool is routed into the TUN device: the device holds local_address/24; add
     // a route for the whole pool when it lies outside that prefix.
-    route_pool(&cfg.gateway.tun_name, &cfg.pool.range);
+    if cfg.gateway.inside == "tun" {
+        route_pool(&cfg.gateway.tun_name, &cfg.pool.range);
+    }
 
     let mut lns_cfg = LnsConfig {
         worker_bits: tunnel_bits(cfg.gateway.workers),
@@ -169,6 +170,22 @@ pub fn run(path: &Path) -> Result<(), String> {
         "sekisho stopped"
     );
     Ok(())
+}
+
+/// The smallest prefix that holds the whole pool (what router mode steers).
+fn covering_prefix(pool: &Pool) -> (std::net::Ipv4Addr, u8) {
+    let text = pool.to_string();
+    let parse = |s: &str| s.parse::<std::net::Ipv4Addr>().map(u32::from).unwrap_or(0);
+    let (a, b) = text
+        .split_once('-')
+        .map_or((0, 0), |(a, b)| (parse(a), parse(b)));
+    let len = (a ^ b).leading_zeros().min(32) as u8;
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    };
+    (std::net::Ipv4Addr::from(a & mask), len)
 }
 
 /// Routes every /24 the pool touches into the TUN device (the device's own prefix

@@ -175,6 +175,10 @@ fn params(workers: usize) -> PeerParams {
 }
 
 fn run_backend(io: IoMode, tag: &str, workers: usize) {
+    run_mode(io, tag, workers, false)
+}
+
+fn run_mode(io: IoMode, tag: &str, workers: usize, router: bool) {
     let mut topo = topology(tag);
     let [c, g, i] = topo.ns.clone();
     let seed = 42u8;
@@ -229,10 +233,18 @@ fn run_backend(io: IoMode, tag: &str, workers: usize) {
                 prefix: 24,
                 queues: workers,
             },
+            router: router.then(|| ("ski0".to_string(), Ipv4Addr::new(10, 99, 0, 0), 24)),
             require_ipsec: true,
             mss_clamp: Some(1360),
             raw_esp: false,
         };
+        if router {
+            // Router mode sends to the inside next hop by its MAC from the kernel's
+            // neighbour table: resolve it once, as any router would have.
+            let _ = Command::new("ping")
+                .args(["-c", "1", "-W", "2", "10.88.0.2"])
+                .output();
+        }
         let plane = runtime::start(&cfg).expect("data plane");
         let side = GatewaySide::new(&params(workers), seed).unwrap();
         let (reply_tx, reply_rx) = bounded(1);
@@ -336,6 +348,48 @@ fn run_backend(io: IoMode, tag: &str, workers: usize) {
             assert_eq!(ip[28], k as u8);
             ok += 1;
         }
+        // The gateway's own inner address answers ping (the kernel behind the TUN
+        // device, or the worker itself in router mode).
+        let mut f = vec![0u8; frame_len(1400)];
+        let at = FRAME_HEADROOM;
+        write_ipv4_header(
+            &mut f[at..at + 20],
+            36,
+            9,
+            1,
+            inner(workers),
+            Ipv4Addr::new(10, 99, 0, 1),
+        );
+        f[at + 20] = 8;
+        f[at + 24..at + 28].copy_from_slice(&[0x12, 0x34, 0, 1]);
+        let c = !sekisho::wire::checksum::fold(sekisho::wire::checksum::sum(&f[at + 20..at + 36]));
+        f[at + 22..at + 24].copy_from_slice(&c.to_be_bytes());
+        let o = peer.seal(&mut f, at..at + 36).unwrap();
+        s.send_to(&f[o.start + 28..o.end], SocketAddrV4::new(GW, 4500))
+            .unwrap();
+        let mut buf = vec![0u8; 2048];
+        if let Ok((n, _)) = s.recv_from(&mut buf[FRAME_HEADROOM..]) {
+            let start = FRAME_HEADROOM - 28;
+            write_ipv4_header(
+                &mut buf[start..start + 20],
+                (n + 28) as u16,
+                1,
+                17,
+                GW,
+                CLIENT,
+            );
+            buf[start + 20..start + 24].copy_from_slice(&[0x11, 0x94, 0x11, 0x94]);
+            buf[start + 24..start + 26].copy_from_slice(&((n + 8) as u16).to_be_bytes());
+            let r = peer
+                .open(&mut buf, start..FRAME_HEADROOM + n)
+                .expect("ping reply opens");
+            let ip = &buf[r];
+            assert_eq!((ip[9], ip[20]), (1, 0), "ICMP echo reply from the gateway");
+            assert_eq!(&ip[12..16], &[10, 99, 0, 1]);
+            ok += 1;
+        } else {
+            eprintln!("client: no ping reply from 10.99.0.1");
+        }
         ok
     });
     let ok = client.join().unwrap();
@@ -346,14 +400,17 @@ fn run_backend(io: IoMode, tag: &str, workers: usize) {
         echoed, 5,
         "inside host got every packet ({io:?}); gateway: {totals:?}"
     );
-    assert_eq!(ok, 5, "client got every echo ({io:?}); gateway: {totals:?}");
+    assert_eq!(
+        ok, 6,
+        "client got every echo and the ping reply ({io:?}); gateway: {totals:?}"
+    );
     eprintln!(
         "{io:?} × {workers}: handed off {} / taken {}",
         totals.handoff_out, totals.handoff_in
     );
     assert_eq!(totals.handoff_out, totals.handoff_in);
-    assert_eq!(totals.decap_out, 5);
-    assert_eq!(totals.encap_out, 5);
+    assert_eq!(totals.decap_out, 6);
+    assert_eq!(totals.encap_out, 6);
     assert_eq!(
         totals.total_drops(),
         0,
@@ -417,8 +474,8 @@ fn check_with_tshark(pcap: &std::path::Path, gw_spi: u32, seed: u8) {
         .collect();
     assert_eq!(
         from_gw.len(),
-        5,
-        "tshark saw the gateway's 5 ESP packets:\n{text}"
+        6,
+        "tshark saw the gateway's 6 ESP packets:\n{text}"
     );
     for l in from_gw {
         let f: Vec<&str> = l.split('|').collect();
@@ -459,5 +516,14 @@ fn two_workers_hand_off_to_the_owner() {
     if system_ok("two_workers_hand_off_to_the_owner") {
         run_backend(IoMode::Xdp, "xx", 2);
         run_backend(IoMode::Socket, "ss", 2);
+    }
+}
+
+/// Router mode: AF_XDP on the inside interface too, next hop from the neighbour table,
+/// and the worker itself answering ping on the gateway's inner address.
+#[test]
+fn gateway_round_trip_in_router_mode() {
+    if system_ok("gateway_round_trip_in_router_mode") {
+        run_mode(IoMode::Xdp, "r", 1, true);
     }
 }

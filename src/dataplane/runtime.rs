@@ -22,7 +22,7 @@ use super::worker::{
     ControlMsg, HandoffPorts, Inside, Outside, SharedStats, Worker, WorkerCmd, WorkerConfig,
 };
 use super::xdp::loader::{Side, SteerConfig, Steering, XdpError, ifindex};
-use super::xdp::port::{XdpPort, interface_mac};
+use super::xdp::port::{XdpInside, XdpPort, interface_mac};
 use super::xdp::xsk::{Xsk, XskConfig};
 
 /// What the data plane needs to start.
@@ -38,8 +38,12 @@ pub struct PlaneConfig {
     pub workers: usize,
     /// IKE, NAT-T and L2TP ports.
     pub ports: (u16, u16, u16),
-    /// The TUN device (address = the gateway's inner address).
+    /// The TUN device (address = the gateway's inner address); its queues carry the
+    /// inside traffic unless `router` is set.
     pub tun: TunConfig,
+    /// Router mode: AF_XDP on this inside interface towards the next hop, with the
+    /// client pool (network, prefix length) steered to the workers.
+    pub router: Option<(String, Ipv4Addr, u8)>,
     /// Refuse L2TP outside IPsec.
     pub require_ipsec: bool,
     /// MSS clamp for TCP SYNs.
@@ -78,6 +82,7 @@ pub struct DataPlane {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     _steering: Option<Steering>,
+    inside_steering: Option<Steering>,
     handoff: Vec<HandoffPorts>,
 }
 
@@ -115,7 +120,10 @@ impl DataPlane {
 
 /// Starts the data plane.
 pub fn start(cfg: &PlaneConfig) -> Result<DataPlane, String> {
-    let tun_queues = cfg.tun.open().map_err(|e| e.to_string())?;
+    let mut tun_queues = match cfg.router {
+        None => cfg.tun.open().map_err(|e| e.to_string())?,
+        Some(_) => Vec::new(),
+    };
     // The kernel would send its own IPv6 (router solicitations…) into the device; the
     // gateway carries IPv4 only.
     let _ = std::fs::write(
@@ -138,6 +146,7 @@ pub fn start(cfg: &PlaneConfig) -> Result<DataPlane, String> {
         stop: stop.clone(),
         threads: Vec::new(),
         _steering: None,
+        inside_steering: None,
         // Popped from the back by spawn: reverse so worker i gets ports i.
         handoff: if cfg.workers > 1 {
             HandoffPorts::mesh(cfg.workers, 4096)
@@ -158,14 +167,12 @@ pub fn start(cfg: &PlaneConfig) -> Result<DataPlane, String> {
                 },
             };
             plane._steering = Some(steering);
-            for (i, (port, q)) in ports.into_iter().zip(tun_queues).enumerate() {
-                spawn(
-                    &mut plane,
-                    cfg,
-                    i,
-                    move || Ok((port, TunInside::new(q))),
-                    &up_tx,
-                )?;
+            let mut insides = inside_ports(cfg, &mut plane, &mut tun_queues)?.into_iter();
+            for (i, port) in ports.into_iter().enumerate() {
+                let inside = insides
+                    .next()
+                    .ok_or_else(|| format!("no inside path for worker {i}"))?;
+                spawn(&mut plane, cfg, i, move || Ok((port, inside)), &up_tx)?;
             }
         }
         Err(why) => {
@@ -173,7 +180,8 @@ pub fn start(cfg: &PlaneConfig) -> Result<DataPlane, String> {
                 return Err(format!("io = \"xdp\" but AF_XDP is unavailable: {why}"));
             }
             plane.io = ChosenIo::Socket { why };
-            for (i, q) in tun_queues.into_iter().enumerate() {
+            let insides = inside_ports(cfg, &mut plane, &mut tun_queues)?;
+            for (i, q) in insides.into_iter().enumerate() {
                 let mut oc = OutsideConfig::standard(cfg.listen);
                 oc.ike = Some(cfg.ports.0);
                 oc.natt = Some(cfg.ports.1);
@@ -187,7 +195,7 @@ pub fn start(cfg: &PlaneConfig) -> Result<DataPlane, String> {
                     if raw_esp && let Err(e) = sockets.open_raw_esp() {
                         tracing::warn!("raw ESP socket unavailable, NAT-T only: {e}");
                     }
-                    Ok((SocketOutside::new(sockets, 4096), TunInside::new(q)))
+                    Ok((SocketOutside::new(sockets, 4096), q))
                 };
                 spawn(&mut plane, cfg, i, make, &up_tx)?;
             }
@@ -205,6 +213,86 @@ pub fn start(cfg: &PlaneConfig) -> Result<DataPlane, String> {
         }
     }
     Ok(plane)
+}
+
+/// The inside path of each worker: a TUN queue, or an AF_XDP socket on the inside
+/// interface (router mode, with the steering program attached there).
+fn inside_ports(
+    cfg: &PlaneConfig,
+    plane: &mut DataPlane,
+    tun_queues: &mut Vec<super::io::tun::TunQueue>,
+) -> Result<Vec<AnyInside>, String> {
+    let Some((ifname, net, prefix)) = &cfg.router else {
+        return Ok(tun_queues
+            .drain(..)
+            .map(|q| AnyInside::Tun(TunInside::new(q)))
+            .collect());
+    };
+    let steer = SteerConfig {
+        ike_port: cfg.ports.0,
+        natt_port: cfg.ports.1,
+        l2tp_port: cfg.ports.2,
+        pool: Some((*net, *prefix)),
+    };
+    let mut steering = Steering::attach(ifname, Side::Inside, &steer).map_err(|e| e.to_string())?;
+    let ifi = ifindex(ifname).map_err(|e| e.to_string())?;
+    let mac = interface_mac(ifname).ok_or_else(|| format!("no MAC address for {ifname}"))?;
+    let mut out = Vec::new();
+    for q in 0..cfg.workers as u32 {
+        let xsk = Xsk::new(&XskConfig {
+            ifindex: ifi,
+            queue: q,
+            frames: 4096,
+            frame_size: 2048,
+            ring_size: 1024,
+            zero_copy: false,
+        })
+        .map_err(|e| format!("AF_XDP socket on inside {ifname} queue {q}: {e}"))?;
+        steering.register(q, &xsk).map_err(|e| e.to_string())?;
+        out.push(AnyInside::Router(XdpInside::new(xsk, mac)));
+    }
+    plane.inside_steering = Some(steering);
+    Ok(out)
+}
+
+/// The inside path of a worker, either kind.
+pub enum AnyInside {
+    /// TUN queue.
+    Tun(TunInside),
+    /// AF_XDP on the inside interface.
+    Router(XdpInside),
+}
+
+impl<F: AsRef<[u8]> + AsMut<[u8]>> Inside<F> for AnyInside {
+    fn recv(
+        &mut self,
+        frames: &mut dyn super::worker::FrameSource<F>,
+        out: &mut Vec<super::chain::Pkt<F>>,
+        max: usize,
+    ) -> usize {
+        match self {
+            AnyInside::Tun(t) => t.recv(frames, out, max),
+            AnyInside::Router(r) => r.recv(frames, out, max),
+        }
+    }
+    fn send(&mut self, pkts: &[super::chain::Pkt<F>]) -> usize {
+        match self {
+            AnyInside::Tun(t) => Inside::<F>::send(t, pkts),
+            AnyInside::Router(r) => Inside::<F>::send(r, pkts),
+        }
+    }
+    fn fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            AnyInside::Tun(t) => Inside::<F>::fds(t),
+            AnyInside::Router(r) => Inside::<F>::fds(r),
+        }
+    }
+    fn take_drops(&mut self, stats: &mut Stats) {
+        match self {
+            AnyInside::Tun(t) => Inside::<F>::take_drops(t, stats),
+            AnyInside::Router(r) => Inside::<F>::take_drops(r, stats),
+        }
+    }
 }
 
 fn try_xdp(cfg: &PlaneConfig, ifname: &str) -> Result<(Steering, Vec<XdpPort>), XdpError> {
@@ -259,6 +347,7 @@ where
         idle_wait: Duration::from_millis(5),
         workers: cfg.workers,
         tunnel_bits: tunnel_bits(cfg.workers),
+        answer_ping_on: cfg.router.as_ref().map(|_| cfg.tun.addr),
     };
     let handoff = plane.handoff.pop();
     let (up, st, stop) = (up.clone(), stats.clone(), plane.stop.clone());

@@ -67,11 +67,13 @@ pub enum DropReason {
     NoNeighbour,
     /// The kernel refused to send (no socket for the port, send error).
     TxError,
+    /// To the gateway's own inner address in router mode, other than ICMP echo.
+    LocalUnsupported,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 30] = [
+    pub const ALL: [DropReason; 31] = [
         DropReason::Malformed,
         DropReason::NotIpv4,
         DropReason::BadChecksum,
@@ -102,6 +104,7 @@ impl DropReason {
         DropReason::TxFull,
         DropReason::NoNeighbour,
         DropReason::TxError,
+        DropReason::LocalUnsupported,
     ];
 
     /// Number of reasons.
@@ -140,6 +143,7 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::NoNeighbour => "no_neighbour",
             DropReason::TxError => "tx_error",
+            DropReason::LocalUnsupported => "local_unsupported",
         }
     }
 }

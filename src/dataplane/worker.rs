@@ -310,6 +310,36 @@ pub struct WorkerConfig {
     /// Top bits of our L2TP tunnel ids that name the owning worker (0: no handoff of
     /// plain L2TP data).
     pub tunnel_bits: u8,
+    /// Answer ICMP echo to this inner address in the worker (router mode, where no
+    /// kernel device holds the gateway's inner address). `None` with a TUN device,
+    /// whose kernel side answers.
+    pub answer_ping_on: Option<Ipv4Addr>,
+}
+
+/// Turns an IPv4 ICMP echo request into its reply in place (addresses swapped, type 0,
+/// checksum updated). False if the packet is not a well-formed echo request.
+pub fn echo_reply_in_place(ip: &mut [u8]) -> bool {
+    use crate::wire::checksum;
+    if ip.len() < 28 || ip[0] >> 4 != 4 || ip[9] != 1 {
+        return false;
+    }
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    if hl < 20 || ip.len() < hl + 8 || ip[hl] != 8 || ip[hl + 1] != 0 {
+        return false;
+    }
+    let mut src = [0u8; 4];
+    src.copy_from_slice(&ip[12..16]);
+    ip.copy_within(16..20, 12);
+    ip[16..20].copy_from_slice(&src);
+    ip[8] = 64;
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = !checksum::fold(checksum::sum(&ip[..hl]));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip[hl] = 0;
+    let old = u16::from_be_bytes([ip[hl + 2], ip[hl + 3]]);
+    let new = checksum::update(old, 0x0800, 0x0000);
+    ip[hl + 2..hl + 4].copy_from_slice(&new.to_be_bytes());
+    true
 }
 
 /// A worker's ends of the handoff rings.
@@ -474,7 +504,20 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
                     match p.verdict {
                         Verdict::Forward => {
                             let dst = dst_of(&p);
-                            if dst.is_some_and(|d| self.shard.sessions.find_by_inner(d).is_some()) {
+                            if dst.is_some() && dst == self.cfg.answer_ping_on {
+                                // Router mode: the gateway's own inner address.
+                                let mut p = p;
+                                let (s0, e0) = (p.start, p.end);
+                                if echo_reply_in_place(&mut p.buf.as_mut()[s0..e0]) {
+                                    p.reset(s0, e0);
+                                    hairpin.push(p);
+                                } else {
+                                    self.shard.stats.drop(DropReason::LocalUnsupported);
+                                    self.outside.recycle(p.buf);
+                                }
+                            } else if dst
+                                .is_some_and(|d| self.shard.sessions.find_by_inner(d).is_some())
+                            {
                                 let mut p = p;
                                 p.reset(p.start, p.end);
                                 hairpin.push(p);
@@ -744,6 +787,37 @@ fn dst_of<B: AsRef<[u8]>>(p: &Pkt<B>) -> Option<Ipv4Addr> {
 mod tests {
     use super::*;
     use crate::esp::shard::SpiLayout;
+
+    #[test]
+    fn echo_requests_are_answered_in_place() {
+        let mut p = vec![0u8; 60];
+        crate::esp::encap::write_ipv4_header(
+            &mut p[..20],
+            60,
+            7,
+            1,
+            Ipv4Addr::new(10, 99, 0, 10),
+            Ipv4Addr::new(10, 99, 0, 1),
+        );
+        p[20] = 8;
+        p[24..28].copy_from_slice(&[0, 1, 0, 2]);
+        let c = !crate::wire::checksum::fold(crate::wire::checksum::sum(&p[20..]));
+        p[22..24].copy_from_slice(&c.to_be_bytes());
+        assert!(echo_reply_in_place(&mut p));
+        assert_eq!(&p[12..16], &[10, 99, 0, 1]);
+        assert_eq!(&p[16..20], &[10, 99, 0, 10]);
+        assert_eq!(p[20], 0);
+        assert_eq!(
+            crate::wire::checksum::fold(crate::wire::checksum::sum(&p[20..])),
+            0xffff
+        );
+        assert_eq!(
+            crate::wire::checksum::fold(crate::wire::checksum::sum(&p[..20])),
+            0xffff
+        );
+        assert!(!echo_reply_in_place(&mut p), "a reply is not answered");
+        assert!(!echo_reply_in_place(&mut [0u8; 10]));
+    }
 
     #[test]
     fn owners_follow_what_the_gateway_allocated() {
