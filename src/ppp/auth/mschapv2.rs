@@ -85,7 +85,10 @@ fn des_key(key7: &[u8; 7]) -> Zeroizing<[u8; 8]> {
 
 fn des_encrypt(clear: &[u8; 8], key7: &[u8; 7]) -> [u8; 8] {
     let key = des_key(key7);
-    let cipher = Des::new(&(*key).into());
+    // Borrow the key as the cipher's array type: no unzeroized copy of it.
+    let Ok(cipher) = Des::new_from_slice(&key[..]) else {
+        return [0; 8]; // unreachable: the key is 8 octets
+    };
     let mut block = (*clear).into();
     cipher.encrypt_block(&mut block);
     block.into()
