@@ -30,6 +30,11 @@ pub fn check(cfg: &Config) -> Result<(Pool, LocalUsers), String> {
     }
     let users = users_of(cfg)?;
     ppp_config(cfg).check().map_err(|e| e.to_string())?;
+    let mut pool = pool;
+    // Static user addresses are never handed to anyone else.
+    for a in users.static_addresses() {
+        pool.reserve(a);
+    }
     Ok((pool, users))
 }
 

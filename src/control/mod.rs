@@ -59,6 +59,7 @@ struct Call {
     user: Option<String>,
     up_since: Option<(Instant, SystemTime)>,
     auth: Option<RequestId>,
+    down: Option<String>,
 }
 
 /// Counters of the control thread.
@@ -257,6 +258,7 @@ impl Control {
                     let ids = (session.local_tunnel_id, session.local_session_id);
                     if let Some(mut c) = self.calls.remove(&ids) {
                         c.link.lower_down(now);
+                        let cause = c.down.clone().unwrap_or(cause);
                         self.finish(ids, c, &cause);
                     }
                 }
@@ -314,6 +316,7 @@ impl Control {
                 user: None,
                 up_since: None,
                 auth: None,
+                down: None,
             },
         );
         self.drain_link(now, ids);
@@ -375,7 +378,12 @@ impl Control {
                     tracing::info!(user = rec.user, addr = %up.peer_address, "session up");
                 }
                 ppp::Event::Down(reason) => {
-                    let cause = reason.to_string();
+                    // The link may still send Terminate frames: keep driving it until
+                    // Finished, then disconnect the L2TP session.
+                    c.down.get_or_insert(reason.to_string());
+                }
+                ppp::Event::Finished => {
+                    let cause = c.down.clone().unwrap_or_else(|| "link finished".into());
                     self.lns.close_session(
                         now,
                         ids.0,
@@ -387,7 +395,6 @@ impl Control {
                     }
                     return;
                 }
-                ppp::Event::Finished => {}
             }
         }
     }
@@ -404,13 +411,21 @@ impl Control {
             if c.auth != Some(id) {
                 continue;
             }
+            let mut granted = None;
             if let AuthResult::Accept { attributes } = &mut result {
                 match assign_for_worker(&mut self.pool, attributes, c.worker, self.cfg.workers) {
-                    Ok(a) => c.addr = Some(a),
+                    Ok(a) => granted = Some(a),
                     Err(e) => result = AuthResult::reject(format!("no address: {e}")),
                 }
             }
-            c.link.auth_result(now, result);
+            if c.link.auth_result(now, result) {
+                if granted.is_some() {
+                    c.addr = granted;
+                }
+            } else if let Some(a) = granted {
+                // A stale or late answer: the address goes back.
+                self.pool.release(a);
+            }
             self.drain_link(now, ids);
         }
     }
