@@ -65,10 +65,14 @@ fn one_tunnel(users: &mut LocalUsers, pool: &mut Pool) -> usize {
             match ev {
                 l2tp::Event::Transmit { bytes, .. } => lac.input(now, &bytes),
                 l2tp::Event::SessionUp(info) => {
-                    let mut l = Link::server(ppp::ServerConfig::new(Ipv4Addr::new(10, 99, 0, 1)), now);
+                    let mut l =
+                        Link::server(ppp::ServerConfig::new(Ipv4Addr::new(10, 99, 0, 1)), now);
                     l.handle_timeout(now);
                     servers.insert((info.local_tunnel_id, info.local_session_id), l);
-                    pairs.insert(info.peer_session_id, (info.local_tunnel_id, info.local_session_id));
+                    pairs.insert(
+                        info.peer_session_id,
+                        (info.local_tunnel_id, info.local_session_id),
+                    );
                 }
                 _ => {}
             }
@@ -126,9 +130,15 @@ fn one_tunnel(users: &mut LocalUsers, pool: &mut Pool) -> usize {
 
 fn setup(c: &mut Criterion) {
     let mut users = LocalUsers::new();
-    users.add("u1", Password::new(b"secret-password".to_vec()), None).unwrap();
+    users
+        .add("u1", Password::new(b"secret-password".to_vec()), None)
+        .unwrap();
     let mut pool = Pool::parse("10.99.0.0/16").unwrap();
-    assert_eq!(one_tunnel(&mut users, &mut pool), PER_TUNNEL, "every session comes up");
+    assert_eq!(
+        one_tunnel(&mut users, &mut pool),
+        PER_TUNNEL,
+        "every session comes up"
+    );
     let mut g = c.benchmark_group("setup");
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(300))

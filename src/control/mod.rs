@@ -20,8 +20,9 @@ use crate::aaa::pool::Pool;
 use crate::aaa::users::LocalUsers;
 use crate::aaa::{AuthBackend, AuthResult, RequestId};
 use crate::dataplane::chain::ControlKind;
+use crate::dataplane::handoff::inner_owner;
 use crate::dataplane::session::Session;
-use crate::dataplane::worker::{ControlMsg, PeerKey as DpPeer, WorkerCmd, inner_owner};
+use crate::dataplane::worker::{ControlMsg, PeerKey as DpPeer, WorkerCmd};
 use crate::l2tp::{self, Lns};
 use crate::ppp::{self, Link};
 

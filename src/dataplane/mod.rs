@@ -4,9 +4,11 @@
 
 pub mod backends;
 pub mod chain;
+pub mod handoff;
 pub mod io;
 pub mod mss;
 pub mod peer;
+pub mod ports;
 pub mod runtime;
 pub mod session;
 pub mod stats;

@@ -15,12 +15,11 @@ use crate::esp::shard::{SpiLayout, SpiTable};
 
 use super::backends::{SocketOutside, TunInside};
 use super::chain::Shard;
+use super::handoff::HandoffPorts;
 use super::io::socket::{OutsideConfig, OutsideSockets};
 use super::io::tun::TunConfig;
 use super::stats::Stats;
-use super::worker::{
-    ControlMsg, HandoffPorts, Inside, Outside, SharedStats, Worker, WorkerCmd, WorkerConfig,
-};
+use super::worker::{ControlMsg, Inside, Outside, SharedStats, Worker, WorkerCmd, WorkerConfig};
 use super::xdp::loader::{Side, SteerConfig, Steering, XdpError, ifindex};
 use super::xdp::port::{XdpInside, XdpPort, interface_mac};
 use super::xdp::xsk::{Xsk, XskConfig};

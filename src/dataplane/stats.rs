@@ -2,6 +2,9 @@
 //! forward is accounted for (`drops{reason="replay"}` …).
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
 
 /// Why the data path dropped a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -222,6 +225,69 @@ impl Stats {
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }
+    }
+}
+
+/// Counters a worker publishes for readers, without locks: one cache-padded atomic
+/// per counter, written by the worker after each batch.
+pub struct SharedStats {
+    values: Vec<CachePadded<AtomicU64>>,
+}
+
+const FIXED: usize = 10;
+
+impl Default for SharedStats {
+    fn default() -> Self {
+        SharedStats {
+            values: (0..FIXED + DropReason::COUNT)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
+        }
+    }
+}
+
+impl SharedStats {
+    /// Publishes a worker's counters (the worker calls this after each batch).
+    pub fn publish(&self, s: &Stats) {
+        let fixed = [
+            s.decap_in,
+            s.decap_out,
+            s.decap_out_bytes,
+            s.encap_in,
+            s.encap_out,
+            s.encap_out_bytes,
+            s.to_control,
+            s.nat_keepalives,
+            s.handoff_out,
+            s.handoff_in,
+        ];
+        for (v, x) in self.values.iter().zip(fixed.iter().chain(s.drops.iter())) {
+            v.store(*x, Ordering::Relaxed);
+        }
+    }
+
+    /// A snapshot of the worker's counters.
+    pub fn snapshot(&self) -> Stats {
+        let v: Vec<u64> = self
+            .values
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect();
+        let mut s = Stats {
+            decap_in: v[0],
+            decap_out: v[1],
+            decap_out_bytes: v[2],
+            encap_in: v[3],
+            encap_out: v[4],
+            encap_out_bytes: v[5],
+            to_control: v[6],
+            nat_keepalives: v[7],
+            handoff_out: v[8],
+            handoff_in: v[9],
+            ..Stats::default()
+        };
+        s.drops.copy_from_slice(&v[FIXED..]);
+        s
     }
 }
 

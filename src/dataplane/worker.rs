@@ -6,19 +6,21 @@
 //! [`Inside`]; the pipeline does not know which one it runs on.
 
 use std::net::Ipv4Addr;
-use std::os::fd::BorrowedFd;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use crossbeam_utils::CachePadded;
 
 use crate::esp::sa::Sa;
 
 use super::chain::{ControlKind, Pkt, Shard, Verdict};
+use super::handoff::{Handoff, HandoffDir, HandoffPorts, inner_owner, outer_owner};
+pub use super::ports::{FrameSource, Inside, Outside, SendResult};
 use super::session::{OutboundId, Session, SessionError};
-use super::stats::{DropReason, Stats};
+use super::stats::DropReason;
+pub use super::stats::SharedStats;
 
 /// How the control thread names a peer's transport: outer address and UDP port as
 /// seen on the wire (several clients behind one NAT differ by port) and our inbound
@@ -100,203 +102,6 @@ pub enum WorkerCmd {
     Stop,
 }
 
-/// Where outer packets come from and go to.
-pub trait Outside {
-    /// The frame type of this backend.
-    type Frame: AsRef<[u8]> + AsMut<[u8]>;
-    /// Receives up to `max` packets into `out`, each an outer IPv4 packet at
-    /// `start..end` of its frame. Returns how many.
-    fn recv(&mut self, out: &mut Vec<Pkt<Self::Frame>>, max: usize) -> usize;
-    /// Sends every packet with verdict Forward (an outer IPv4 packet), recycling all
-    /// frames; returns what happened to them.
-    fn send(&mut self, pkts: &mut Vec<Pkt<Self::Frame>>) -> SendResult;
-    /// A free frame, for packets from the inside or originated by the worker.
-    fn alloc(&mut self) -> Option<Self::Frame>;
-    /// Returns a frame.
-    fn recycle(&mut self, f: Self::Frame);
-    /// Where a packet should start in a fresh frame (room for all encapsulation).
-    fn headroom(&self) -> usize;
-    /// Descriptors to wait on when idle.
-    fn fds(&self) -> Vec<BorrowedFd<'_>>;
-    /// Moves drops the backend counted itself (truncated datagrams, send errors) into
-    /// the worker's counters.
-    fn take_drops(&mut self, _stats: &mut Stats) {}
-}
-
-/// What [`Outside::send`] did with a batch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SendResult {
-    /// Handed to the kernel or NIC.
-    pub sent: u64,
-    /// Refused: transmit ring or socket buffer full.
-    pub tx_full: u64,
-    /// No MAC address for the next hop.
-    pub no_neighbour: u64,
-}
-
-/// Free frames of the outside backend, lent to the inside path.
-pub trait FrameSource<F> {
-    /// A free frame.
-    fn alloc(&mut self) -> Option<F>;
-    /// Gives a frame back.
-    fn recycle(&mut self, f: F);
-    /// Where a packet should start in a fresh frame.
-    fn headroom(&self) -> usize;
-}
-
-impl<O: Outside> FrameSource<O::Frame> for O {
-    fn alloc(&mut self) -> Option<O::Frame> {
-        Outside::alloc(self)
-    }
-    fn recycle(&mut self, f: O::Frame) {
-        Outside::recycle(self, f)
-    }
-    fn headroom(&self) -> usize {
-        Outside::headroom(self)
-    }
-}
-
-/// Where inner packets come from and go to (TUN, or AF_XDP on an inside interface).
-pub trait Inside<F> {
-    /// Reads up to `max` inner IPv4 packets into frames from `frames`, each at
-    /// `frames.headroom()` or later; unused frames go back to `frames`.
-    fn recv(&mut self, frames: &mut dyn FrameSource<F>, out: &mut Vec<Pkt<F>>, max: usize)
-    -> usize;
-    /// Delivers inner packets (verdict Forward, inner IPv4 at start..end). Returns how
-    /// many were written.
-    fn send(&mut self, pkts: &[Pkt<F>]) -> usize;
-    /// Descriptors to wait on when idle.
-    fn fds(&self) -> Vec<BorrowedFd<'_>>;
-    /// Moves drops the backend counted itself into the worker's counters.
-    fn take_drops(&mut self, _stats: &mut Stats) {}
-}
-
-/// Counters a worker publishes for readers, without locks: one cache-padded atomic
-/// per counter, written by the worker after each batch.
-pub struct SharedStats {
-    values: Vec<CachePadded<AtomicU64>>,
-}
-
-const FIXED: usize = 10;
-
-impl Default for SharedStats {
-    fn default() -> Self {
-        SharedStats {
-            values: (0..FIXED + DropReason::COUNT)
-                .map(|_| CachePadded::new(AtomicU64::new(0)))
-                .collect(),
-        }
-    }
-}
-
-impl SharedStats {
-    fn publish(&self, s: &Stats) {
-        let fixed = [
-            s.decap_in,
-            s.decap_out,
-            s.decap_out_bytes,
-            s.encap_in,
-            s.encap_out,
-            s.encap_out_bytes,
-            s.to_control,
-            s.nat_keepalives,
-            s.handoff_out,
-            s.handoff_in,
-        ];
-        for (v, x) in self.values.iter().zip(fixed.iter().chain(s.drops.iter())) {
-            v.store(*x, Ordering::Relaxed);
-        }
-    }
-
-    /// A snapshot of the worker's counters.
-    pub fn snapshot(&self) -> Stats {
-        let v: Vec<u64> = self
-            .values
-            .iter()
-            .map(|a| a.load(Ordering::Relaxed))
-            .collect();
-        let mut s = Stats {
-            decap_in: v[0],
-            decap_out: v[1],
-            decap_out_bytes: v[2],
-            encap_in: v[3],
-            encap_out: v[4],
-            encap_out_bytes: v[5],
-            to_control: v[6],
-            nat_keepalives: v[7],
-            handoff_out: v[8],
-            handoff_in: v[9],
-            ..Stats::default()
-        };
-        s.drops.copy_from_slice(&v[FIXED..]);
-        s
-    }
-}
-
-/// Which way a handed-off packet is going.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HandoffDir {
-    /// An outer packet for the owner's decap path.
-    Decap,
-    /// An inner packet for the owner's encap path.
-    Encap,
-}
-
-/// A packet that landed on a worker that does not own its SA or session, copied for
-/// the owner (handoff is the exception: with NAT-T, RSS keeps a client on one queue).
-#[derive(Debug)]
-pub struct Handoff {
-    /// Decap or encap.
-    pub dir: HandoffDir,
-    /// The packet (outer IPv4 for decap, inner IPv4 for encap).
-    pub data: Vec<u8>,
-}
-
-/// The worker that owns an inner (pool) address: the control thread allocates
-/// addresses so that this holds.
-pub fn inner_owner(addr: Ipv4Addr, workers: usize) -> u16 {
-    (u32::from(addr) as usize % workers.max(1)) as u16
-}
-
-/// The worker that owns an outer packet, from what the gateway allocated: the
-/// inbound SPI of ESP, or the L2TP tunnel id of plain L2TP data. `None` when any
-/// worker may take it (IKE and L2TP control go to the control thread).
-pub fn outer_owner(
-    b: &[u8],
-    layout: &crate::esp::shard::SpiLayout,
-    tunnel_bits: u8,
-) -> Option<u16> {
-    let ip = b;
-    if ip.len() < 20 || ip[0] >> 4 != 4 {
-        return None;
-    }
-    let hl = usize::from(ip[0] & 0x0f) * 4;
-    let l4 = ip.get(hl..)?;
-    match ip[9] {
-        50 => {
-            let spi = u32::from_be_bytes(l4.get(..4)?.try_into().ok()?);
-            Some(layout.worker_of(spi))
-        }
-        17 => {
-            let dport = u16::from_be_bytes(l4.get(2..4)?.try_into().ok()?);
-            let body = l4.get(8..)?;
-            match dport {
-                4500 if body.len() >= 8 && body[..4] != [0, 0, 0, 0] => {
-                    let spi = u32::from_be_bytes(body[..4].try_into().ok()?);
-                    Some(layout.worker_of(spi))
-                }
-                1701 if body.len() >= 6 && body[0] & 0x80 == 0 && tunnel_bits > 0 => {
-                    let off = if body[0] & 0x40 != 0 { 4 } else { 2 };
-                    let tid = u16::from_be_bytes(body.get(off..off + 2)?.try_into().ok()?);
-                    Some(tid >> (16 - u16::from(tunnel_bits)))
-                }
-                _ => None,
-            }
-        }
-        _ => None,
-    }
-}
-
 /// Worker settings.
 pub struct WorkerConfig {
     /// Worker index (encoded in its SPIs and L2TP ids).
@@ -340,28 +145,6 @@ pub fn echo_reply_in_place(ip: &mut [u8]) -> bool {
     let new = checksum::update(old, 0x0800, 0x0000);
     ip[hl + 2..hl + 4].copy_from_slice(&new.to_be_bytes());
     true
-}
-
-/// A worker's ends of the handoff rings.
-pub struct HandoffPorts {
-    /// To each worker, by index (own slot unused).
-    pub to: Vec<Sender<Handoff>>,
-    /// Packets other workers handed to this one.
-    pub from: Receiver<Handoff>,
-}
-
-impl HandoffPorts {
-    /// Bounded rings between every pair of `n` workers.
-    pub fn mesh(n: usize, capacity: usize) -> Vec<HandoffPorts> {
-        let (txs, rxs): (Vec<_>, Vec<_>) =
-            (0..n).map(|_| crossbeam_channel::bounded(capacity)).unzip();
-        rxs.into_iter()
-            .map(|from| HandoffPorts {
-                to: txs.clone(),
-                from,
-            })
-            .collect()
-    }
 }
 
 /// One worker's state.
@@ -786,7 +569,6 @@ fn dst_of<B: AsRef<[u8]>>(p: &Pkt<B>) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::esp::shard::SpiLayout;
 
     #[test]
     fn echo_requests_are_answered_in_place() {
@@ -817,61 +599,5 @@ mod tests {
         );
         assert!(!echo_reply_in_place(&mut p), "a reply is not answered");
         assert!(!echo_reply_in_place(&mut [0u8; 10]));
-    }
-
-    #[test]
-    fn owners_follow_what_the_gateway_allocated() {
-        let layout = SpiLayout::DEFAULT;
-        let spi = 3u32 << 26 | 0x1234;
-        assert_eq!(layout.worker_of(spi), 3);
-        let mut esp = vec![0u8; 40];
-        crate::esp::encap::write_ipv4_header(
-            &mut esp[..20],
-            40,
-            1,
-            50,
-            Ipv4Addr::LOCALHOST,
-            Ipv4Addr::LOCALHOST,
-        );
-        esp[20..24].copy_from_slice(&spi.to_be_bytes());
-        assert_eq!(outer_owner(&esp, &layout, 0), Some(3));
-        let mut natt = vec![0u8; 48];
-        crate::esp::encap::write_ipv4_header(
-            &mut natt[..20],
-            48,
-            1,
-            17,
-            Ipv4Addr::LOCALHOST,
-            Ipv4Addr::LOCALHOST,
-        );
-        natt[22..24].copy_from_slice(&4500u16.to_be_bytes());
-        natt[28..32].copy_from_slice(&spi.to_be_bytes());
-        assert_eq!(outer_owner(&natt, &layout, 0), Some(3));
-        // The non-ESP marker (IKE) has no owner: it goes to the control thread.
-        natt[28..32].copy_from_slice(&[0; 4]);
-        assert_eq!(outer_owner(&natt, &layout, 0), None);
-        // Plain L2TP data: the tunnel id's top bits.
-        let mut l2 = vec![0u8; 48];
-        crate::esp::encap::write_ipv4_header(
-            &mut l2[..20],
-            48,
-            1,
-            17,
-            Ipv4Addr::LOCALHOST,
-            Ipv4Addr::LOCALHOST,
-        );
-        l2[22..24].copy_from_slice(&1701u16.to_be_bytes());
-        l2[28..30].copy_from_slice(&[0x00, 0x02]);
-        l2[30..32].copy_from_slice(&0xc123u16.to_be_bytes());
-        assert_eq!(outer_owner(&l2, &layout, 2), Some(3));
-        l2[28] = 0xc8; // control: any worker
-        assert_eq!(outer_owner(&l2, &layout, 2), None);
-        assert_eq!(outer_owner(&[0u8; 10], &layout, 2), None);
-        assert_eq!(inner_owner(Ipv4Addr::new(10, 99, 0, 11), 2), 1);
-        assert_eq!(inner_owner(Ipv4Addr::new(10, 99, 0, 11), 1), 0);
-        assert_eq!(crate::dataplane::runtime::tunnel_bits(1), 0);
-        assert_eq!(crate::dataplane::runtime::tunnel_bits(2), 1);
-        assert_eq!(crate::dataplane::runtime::tunnel_bits(3), 2);
-        assert_eq!(crate::dataplane::runtime::tunnel_bits(4), 2);
     }
 }
