@@ -210,8 +210,9 @@ enum Cmd {
         /// Session table: lets the sink open the probes among ESP packets (forwarder).
         #[arg(long)]
         keys: Option<String>,
-        /// Stop this many seconds after the last packet.
-        #[arg(long, default_value_t = 1.5)]
+        /// Stop this many seconds after the last packet (0: only at --seconds or a
+        /// signal; the sink reads what is queued before it stops).
+        #[arg(long, default_value_t = 0.0)]
         idle_exit: f64,
         /// Pin to this CPU.
         #[arg(long)]

@@ -411,8 +411,11 @@ pub fn thread_cpu_ns() -> u64 {
 #[derive(Default)]
 pub struct BusyClock {
     prev: u64,
+    prev_wall: u64,
     /// CPU nanoseconds of intervals with traffic.
     pub busy_ns: u64,
+    /// Wall-clock nanoseconds of intervals with traffic.
+    pub wall_ns: u64,
     traffic: bool,
 }
 
@@ -421,6 +424,7 @@ impl BusyClock {
     pub fn start() -> BusyClock {
         BusyClock {
             prev: thread_cpu_ns(),
+            prev_wall: now_ns(),
             ..BusyClock::default()
         }
     }
@@ -434,11 +438,27 @@ impl BusyClock {
     /// Ends the current interval.
     pub fn tick(&mut self) {
         let now = thread_cpu_ns();
+        let wall = now_ns();
         if self.traffic {
             self.busy_ns += now.saturating_sub(self.prev);
+            self.wall_ns += wall.saturating_sub(self.prev_wall);
         }
         self.prev = now;
+        self.prev_wall = wall;
         self.traffic = false;
+    }
+}
+
+impl PortSnap {
+    /// Sums.
+    pub fn add(&mut self, o: &PortSnap) {
+        self.kernel.add(&o.kernel);
+        self.user.rx += o.user.rx;
+        self.user.tx += o.user.tx;
+        self.user.tx_ring_full += o.user.tx_ring_full;
+        self.user.wakeups += o.user.wakeups;
+        self.busy_cpu_ns += o.busy_cpu_ns;
+        self.busy_wall_ns += o.busy_wall_ns;
     }
 }
 
@@ -448,7 +468,20 @@ impl BusyClock {
 pub struct SharedXsk {
     kernel: [AtomicU64; 6],
     user: [AtomicU64; 4],
-    busy_cpu_ns: AtomicU64,
+    busy: [AtomicU64; 2],
+}
+
+/// What [`SharedXsk`] holds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct PortSnap {
+    /// The kernel's counters of the socket.
+    pub kernel: KernelXsk,
+    /// The socket's own counters.
+    pub user: UserXsk,
+    /// CPU nanoseconds the owning thread spent while traffic flowed.
+    pub busy_cpu_ns: u64,
+    /// Wall-clock nanoseconds of those intervals.
+    pub busy_wall_ns: u64,
 }
 
 /// The user-space side of an [`Xsk`]'s counters.
@@ -465,8 +498,8 @@ pub struct UserXsk {
 }
 
 impl SharedXsk {
-    /// Stores a socket's current counters and the owner's busy CPU time.
-    pub fn publish(&self, x: &Xsk, busy_cpu_ns: u64) {
+    /// Stores a socket's current counters and the owner's busy clock.
+    pub fn publish(&self, x: &Xsk, busy: Option<&BusyClock>) {
         for (a, v) in self.kernel.iter().zip(KernelXsk::of(x).fields()) {
             a.store(v, Ordering::Relaxed);
         }
@@ -478,31 +511,28 @@ impl SharedXsk {
         {
             a.store(v, Ordering::Relaxed);
         }
-        self.busy_cpu_ns.store(busy_cpu_ns, Ordering::Relaxed);
+        if let Some(b) = busy {
+            self.busy[0].store(b.busy_ns, Ordering::Relaxed);
+            self.busy[1].store(b.wall_ns, Ordering::Relaxed);
+        }
     }
 
-    /// The last published counters and busy CPU nanoseconds.
-    pub fn snapshot(&self) -> (KernelXsk, UserXsk, u64) {
-        let k: Vec<u64> = self
-            .kernel
-            .iter()
-            .map(|a| a.load(Ordering::Relaxed))
-            .collect();
-        let u: Vec<u64> = self
-            .user
-            .iter()
-            .map(|a| a.load(Ordering::Relaxed))
-            .collect();
-        (
-            KernelXsk::from_fields([k[0], k[1], k[2], k[3], k[4], k[5]]),
-            UserXsk {
+    /// The last published values.
+    pub fn snapshot(&self) -> PortSnap {
+        let g =
+            |a: &[AtomicU64]| -> Vec<u64> { a.iter().map(|x| x.load(Ordering::Relaxed)).collect() };
+        let (k, u, b) = (g(&self.kernel), g(&self.user), g(&self.busy));
+        PortSnap {
+            kernel: KernelXsk::from_fields([k[0], k[1], k[2], k[3], k[4], k[5]]),
+            user: UserXsk {
                 rx: u[0],
                 tx: u[1],
                 tx_ring_full: u[2],
                 wakeups: u[3],
             },
-            self.busy_cpu_ns.load(Ordering::Relaxed),
-        )
+            busy_cpu_ns: b[0],
+            busy_wall_ns: b[1],
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use sekisho::dataplane::xdp::port::{XdpPort, interface_mac, kernel_neighbours};
 use sekisho::dataplane::xdp::xsk::{XDP_PACKET_HEADROOM, XdpFrame, Xsk};
 
 use crate::common::*;
-use crate::gateway::Observed;
+use crate::gateway::{Observed, left_in_ring};
 
 /// Options of `forward`.
 pub struct Args {
@@ -260,15 +260,13 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
     stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     let mut per = Vec::new();
-    let mut kern = KernelXsk::default();
+    let mut port = PortSnap::default();
     let (mut rx, mut fwd, mut bytes, mut drops_total) = (0u64, 0u64, 0u64, 0u64);
     let mut drops = Drops::new();
-    let mut busy_ns = 0u64;
     for (th, stats, xsk_out, cpu) in threads {
         let _ = th.join();
-        let (k, u, b) = xsk_out.snapshot();
-        kern.add(&k);
-        busy_ns += b;
+        let p = xsk_out.snapshot();
+        port.add(&p);
         let s = stats.json();
         rx += s["rx"].as_u64().unwrap_or(0);
         fwd += s["forwarded"].as_u64().unwrap_or(0);
@@ -279,7 +277,7 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
                 *drops.entry(n.clone()).or_default() += v.as_u64().unwrap_or(0);
             }
         }
-        per.push(json!({"cpu": cpu, "stats": s, "busy_cpu_s": b as f64 / 1e9, "xsk_outside_kernel": k, "xsk_outside": u}));
+        per.push(json!({"cpu": cpu, "stats": s, "outside": p}));
     }
     let (redirected, passed, malformed) = steer_out.counters();
     let out = json!({
@@ -287,9 +285,11 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
         "workers": a.workers,
         "seconds": elapsed,
         "batch": a.batch,
-        "busy_cpu_s": busy_ns as f64 / 1e9,
         "stats": {"rx": rx, "forwarded": fwd, "forwarded_bytes": bytes, "drops": drops, "drops_total": drops_total},
-        "xsk_outside_kernel": kern,
+        "out_packets": fwd,
+        "outside": port,
+        "left_in_rx_ring": left_in_ring(redirected, &port),
+        "port_uncounted": port.user.rx as i64 - rx as i64,
         "steer_outside": {"redirected": redirected, "passed": passed, "malformed": malformed},
         "per_worker": per,
     });

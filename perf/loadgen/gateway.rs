@@ -63,7 +63,7 @@ pub struct Observed {
 impl Observed {
     /// Wraps a port.
     pub fn new(port: XdpPort, shared: Arc<SharedXsk>) -> Observed {
-        shared.publish(port.xsk(), 0);
+        shared.publish(port.xsk(), None);
         Observed {
             port,
             shared,
@@ -73,11 +73,10 @@ impl Observed {
     }
 
     fn publish(&mut self) {
-        let busy = self.busy.as_mut().map_or(0, |b| {
+        if let Some(b) = self.busy.as_mut() {
             b.tick();
-            b.busy_ns
-        });
-        self.shared.publish(self.port.xsk(), busy);
+        }
+        self.shared.publish(self.port.xsk(), self.busy.as_ref());
     }
 }
 
@@ -406,28 +405,20 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
     for w in workers.iter() {
         let _ = w.cmds.send(WorkerCmd::Stop);
     }
-    let mut snaps = Vec::new();
+    let mut sum = Stats::default();
+    let mut port = PortSnap::default();
     for w in workers {
         let _ = w.thread.join();
         to_control += w.up.try_iter().count() as u64;
         let s = w.stats.snapshot();
-        let (k, u, busy) = w.xsk_out.snapshot();
+        let p = w.xsk_out.snapshot();
         per_worker.push(json!({
             "cpu": w.cpu,
             "stats": stats_json(&s),
-            "busy_cpu_s": busy as f64 / 1e9,
-            "xsk_outside_kernel": k,
-            "xsk_outside": u,
+            "outside": p,
         }));
-        snaps.push((s, k, busy));
-    }
-    let mut sum = Stats::default();
-    let mut kern = KernelXsk::default();
-    let mut busy_ns = 0;
-    for (s, k, b) in &snaps {
-        sum.add(s);
-        kern.add(k);
-        busy_ns += b;
+        sum.add(&s);
+        port.add(&p);
     }
     let (redirected, passed, malformed) = steer_out.counters();
     let (in_red, in_pass, in_mal) = steer_in.counters();
@@ -438,10 +429,13 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
         "transform": t.name(),
         "seconds": elapsed,
         "batch": a.batch,
-        "busy_cpu_s": busy_ns as f64 / 1e9,
         "stats": stats_json(&sum),
+        // What the worker handed to the inside link.
+        "out_packets": sum.decap_out - sum.drops_for(DropReason::TxFull),
         "control_msgs_received": to_control,
-        "xsk_outside_kernel": kern,
+        "outside": port,
+        "left_in_rx_ring": left_in_ring(redirected, &port),
+        "port_uncounted": port.user.rx as i64 - sum.decap_in as i64,
         "steer_outside": {"redirected": redirected, "passed": passed, "malformed": malformed},
         "steer_inside": {"redirected": in_red, "passed": in_pass, "malformed": in_mal},
         "per_worker": per_worker,
@@ -460,6 +454,16 @@ fn total(ws: &[WorkerHandle]) -> Stats {
         s.add(&w.stats.snapshot());
     }
     s
+}
+
+/// Packets the steering program redirected to the outside sockets that were neither
+/// dropped by the kernel nor received by the worker: still in the rx ring at stop.
+pub fn left_in_ring(redirected: u64, p: &PortSnap) -> i64 {
+    redirected as i64
+        - p.kernel.rx_ring_full as i64
+        - p.kernel.rx_dropped as i64
+        - p.kernel.rx_invalid_descs as i64
+        - p.user.rx as i64
 }
 
 /// Counters as JSON: the fixed ones and every non-zero drop reason.
@@ -503,7 +507,7 @@ fn line(s: &Stats, prev: &Stats, ws: &[WorkerHandle], steer: &Steering) -> Strin
     }
     let mut k = KernelXsk::default();
     for w in ws {
-        k.add(&w.xsk_out.snapshot().0);
+        k.add(&w.xsk_out.snapshot().kernel);
     }
     if k.lost() > 0 {
         out += &format!(

@@ -87,10 +87,11 @@ pub struct Case {
     pub offered: u64,
     pub offered_mpps: f64,
     pub delivered: u64,
-    pub rate: Option<f64>,
     pub mpps: f64,
-    pub window_s: f64,
     pub worker_cpu_s: f64,
+    pub worker_wall_s: f64,
+    pub worker_out: u64,
+    pub batch: Option<u64>,
     pub gbps: f64,
     pub lat: [f64; 3],
     pub probes: u64,
@@ -116,12 +117,27 @@ fn case(dir: &Path) -> Res<Case> {
             add(format!("{who}:{k}"), v.as_u64().unwrap_or(0));
         }
     }
-    let gk = &server["xsk_outside_kernel"];
+    let gk = &server["outside"]["kernel"];
     add("gw-xsk:rx_ring_full".into(), u(gk, &["rx_ring_full"]));
     add("gw-xsk:rx_dropped".into(), u(gk, &["rx_dropped"]));
     add(
         "gw-xsk:invalid_descs".into(),
         u(gk, &["rx_invalid_descs"]) + u(gk, &["tx_invalid_descs"]),
+    );
+    // Not drops: still queued when the gateway (sink) stopped.
+    add(
+        "gw-ring:left_at_stop".into(),
+        server["left_in_rx_ring"].as_i64().unwrap_or(0).max(0) as u64,
+    );
+    add(
+        "sink-ring:left_at_stop".into(),
+        sink["left_in_rx_ring"].as_i64().unwrap_or(0).max(0) as u64,
+    );
+    // Received from the socket but never reached the pipeline's counters: a drop
+    // the port does not count (see perf/README.md).
+    add(
+        "gw-port:uncounted".into(),
+        server["port_uncounted"].as_i64().unwrap_or(0).max(0) as u64,
     );
     let sk = &sink["xsk_kernel"];
     add("sink-xsk:rx_ring_full".into(), u(sk, &["rx_ring_full"]));
@@ -180,10 +196,11 @@ fn case(dir: &Path) -> Res<Case> {
         offered,
         offered_mpps: f(&gen_, &["offered_mpps"]),
         delivered,
-        rate: gen_["rate"].as_f64(),
         mpps: f(&sink, &["mpps"]),
-        window_s: f(&sink, &["window_s"]),
-        worker_cpu_s: f(&server, &["busy_cpu_s"]),
+        worker_cpu_s: f(&server, &["outside", "busy_cpu_ns"]) / 1e9,
+        worker_wall_s: f(&server, &["outside", "busy_wall_ns"]) / 1e9,
+        worker_out: u(&server, &["out_packets"]),
+        batch: server["batch"].as_u64(),
         gbps: f(&sink, &["gbps"]),
         lat: [
             f(lat, &["p50"]) / 1e3,
@@ -198,15 +215,15 @@ fn case(dir: &Path) -> Res<Case> {
 }
 
 impl Case {
-    /// Delivered packets per CPU-second of the worker (forwarder) thread, in Mpps:
-    /// what one core of its own would carry.
+    /// Packets the worker (forwarder) handed to the inside link per CPU-second of its
+    /// thread, in Mpps: what one core of its own would carry.
     pub fn per_core(&self) -> Option<f64> {
-        (self.worker_cpu_s > 0.0).then(|| self.delivered as f64 / self.worker_cpu_s / 1e6)
+        (self.worker_cpu_s > 0.0).then(|| self.worker_out as f64 / self.worker_cpu_s / 1e6)
     }
 
     /// The worker's share of its core while traffic flowed.
     pub fn cpu_share(&self) -> Option<f64> {
-        (self.window_s > 0.0).then(|| self.worker_cpu_s / self.window_s)
+        (self.worker_wall_s > 0.0).then(|| self.worker_cpu_s / self.worker_wall_s)
     }
 }
 
@@ -266,16 +283,34 @@ pub fn run(a: Args) -> Res<()> {
         "- machine: {nproc} CPUs (`nproc`), {cpu}, Linux {kernel}"
     );
     let _ = writeln!(md, "- command: `{}`", a.command);
+    let batches: Vec<String> = {
+        let mut b: Vec<u64> = cases.iter().filter_map(|(_, c)| c.batch).collect();
+        b.sort();
+        b.dedup();
+        b.iter().map(u64::to_string).collect()
+    };
     let _ = writeln!(
         md,
-        "- topology: gen ⇄ veth ⇄ gw ⇄ veth ⇄ sink, one namespace each, AF_XDP copy mode on every veth; \
-         1 worker (CPU 1), generator and sink on CPU 0; aes128-gcm, NAT-T\n\
+        "- topology: gen ⇄ veth ⇄ gw ⇄ veth ⇄ sink, one namespace each, AF_XDP copy mode on every veth \
+         (1 queue); 1 worker pinned to CPU 1, batch {}; generator and sink on CPU 0; aes128-gcm, NAT-T\n\
          - sizes are inner IPv4 packets (imix = 7×64, 4×576, 1×1400); Mpps and Gbps are what the sink \
          received over its active window, Gbps counting IPv4 octets (inner packets behind the gateway, \
          the whole ESP packets behind the forwarder)\n\
+         - worker CPU: the share of its core the worker (forwarder) thread got while traffic flowed; \
+         Mpps per worker core: packets that thread handed to the inside link per CPU-second of it\n\
          - latency: one-way, CLOCK_MONOTONIC, from probes (every 64th packet, sealed at send time), in µs; \
-         the generator runs flat out, so this is latency under saturation\n\
-         - a shared, noisy 2-core VM: figures are reported, never asserted\n"
+         rows without a rate run the generator flat out, so their latency is that of a full receive ring \
+         (ring size / rate); the @kpps rows are below saturation\n\
+         - drops: gw = the worker's drop reasons, fwd = the forwarder's, gw-xsk / sink-xsk = the kernel's \
+         AF_XDP counters of the gateway's outside socket / the sink's socket, veth = transmit drops, \
+         *-ring:left_at_stop = still queued when the gateway / sink was stopped (not a drop); \
+         unaccounted = sent − delivered − all of these\n\
+         - a shared, noisy 2-core VM: figures are reported, never asserted\n",
+        if batches.is_empty() {
+            "?".into()
+        } else {
+            batches.join("/")
+        }
     );
     let _ = writeln!(
         md,
@@ -325,11 +360,44 @@ pub fn run(a: Args) -> Res<()> {
             sizes.push(c.size.clone());
         }
     }
+    // Medians over repeats (run.sh --repeat), per size, path and session count.
+    let median = |mut v: Vec<f64>| -> Option<f64> {
+        v.retain(|x| x.is_finite());
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        let n = v.len();
+        Some(if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        })
+    };
+    let group = |size: &str, path: &str, many: Option<bool>| -> Vec<&Case> {
+        cases
+            .iter()
+            .map(|(_, c)| c)
+            .filter(|c| {
+                c.size == size && c.path == path && many.is_none_or(|m| (c.sessions > 1) == m)
+            })
+            .collect()
+    };
+    let repeats = cases
+        .iter()
+        .map(|(_, c)| group(&c.size, &c.path, Some(c.sessions > 1)).len())
+        .max()
+        .unwrap_or(0);
     let _ = writeln!(
         md,
-        "\nRatios at full load (the generator flat out). Raw: sink Mpps over sink Mpps. \
-         Per core: delivered packets per CPU-second of the worker thread, which does not \
-         depend on how much of its core the shared machine left it.\n"
+        "\nRatios at full load (the generator flat out){}. Raw: sink Mpps over sink Mpps. \
+         Per core: packets out of the worker (forwarder) thread per CPU-second of that \
+         thread, which does not depend on how much of its core the shared machine left it.\n",
+        if repeats > 1 {
+            format!(", medians of {repeats} runs each")
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         md,
@@ -337,30 +405,22 @@ pub fn run(a: Args) -> Res<()> {
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|");
     for s in &sizes {
-        let pick = |path: &str, many: Option<bool>| {
-            cases.iter().map(|(_, c)| c).find(|c| {
-                &c.size == s
-                    && c.rate.is_none()
-                    && c.path == path
-                    && many.is_none_or(|m| (c.sessions > 1) == m)
-            })
-        };
-        let g1 = pick("gateway", Some(false));
-        let fw = pick("forward", None);
-        let g10 = pick("gateway", Some(true));
+        let raw = |g: &[&Case]| median(g.iter().map(|c| c.mpps).collect());
+        let core = |g: &[&Case]| median(g.iter().filter_map(|c| c.per_core()).collect());
+        let g1 = group(s, "gateway", Some(false));
+        let fw = group(s, "forward", None);
+        let g10 = group(s, "gateway", Some(true));
         let r = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.0} %", 100.0 * a / b),
             _ => "–".into(),
         };
-        let raw = |c: Option<&Case>| c.map(|c| c.mpps);
-        let core = |c: Option<&Case>| c.and_then(Case::per_core);
         let _ = writeln!(
             md,
             "| {s} | {} | {} | {} | {} |",
-            r(raw(g1), raw(fw)),
-            r(core(g1), core(fw)),
-            r(raw(g10), raw(g1)),
-            r(core(g10), core(g1)),
+            r(raw(&g1), raw(&fw)),
+            r(core(&g1), core(&fw)),
+            r(raw(&g10), raw(&g1)),
+            r(core(&g10), core(&g1)),
         );
     }
     print!("{md}");

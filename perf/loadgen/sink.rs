@@ -238,7 +238,7 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
         if started.elapsed().as_secs_f64() >= a.seconds {
             break;
         }
-        if first != 0 && last_packet.elapsed().as_secs_f64() >= a.idle_exit {
+        if a.idle_exit > 0.0 && first != 0 && last_packet.elapsed().as_secs_f64() >= a.idle_exit {
             stopped_by = "idle";
             break;
         }
@@ -292,6 +292,10 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
         "probe_open_failed": c.probe_open_failed,
         "clock_backwards": c.clock_backwards,
         "xsk_kernel": kern,
+        // Redirected to our sockets but neither dropped by the kernel nor read.
+        "left_in_rx_ring": redirected as i64
+            - (kern.rx_ring_full + kern.rx_dropped + kern.rx_invalid_descs) as i64
+            - (packets + c.other) as i64,
         "steer": {"redirected": redirected, "passed": passed, "malformed": malformed},
     });
     println!("{out}");
