@@ -124,11 +124,11 @@ ip -n "$GW" neigh replace 198.18.0.2 lladdr "$MAC_PG" dev po0 nud permanent
 ip -n "$GW" neigh replace 198.18.1.2 lladdr "$MAC_PS" dev pi0 nud permanent
 ip -n "$SINK" neigh replace 198.18.1.1 lladdr "$MAC_PI" dev ps0 nud permanent
 
-wait_file() { # file pid what
+wait_file() { # file pid what log
     local i
     for i in $(seq 1 300); do
         [ -s "$1" ] && return 0
-        kill -0 "$2" 2>/dev/null || { echo "run.sh: $3 exited early:" >&2; cat "${1%.*}.log" >&2 2>/dev/null || true; return 1; }
+        kill -0 "$2" 2>/dev/null || { echo "run.sh: $3 exited early:" >&2; cat "$4" >&2 2>/dev/null || true; return 1; }
         sleep 0.1
     done
     echo "run.sh: $3 not ready after 30 s" >&2
@@ -163,7 +163,7 @@ run_case() {
             --transform aes128-gcm --workers 1 --cpus 1 --batch "$BATCH" --keys "$keys" \
             > "$DIR/server.json" 2> "$DIR/server.log" &
         srv=$!; PIDS+=("$srv")
-        wait_file "$keys" "$srv" gateway
+        wait_file "$keys" "$srv" gateway "$DIR/server.log"
     else
         # The forwarder needs no keys; the generator and the sink reuse the table of
         # the gateway case before it (same packets on the wire).
@@ -171,13 +171,13 @@ run_case() {
         ip netns exec "$GW" "$BIN" forward --outside po0 --inside pi0 --cpus 1 --batch "$BATCH" \
             --ready "$DIR/server.ready" > "$DIR/server.json" 2> "$DIR/server.log" &
         srv=$!; PIDS+=("$srv")
-        wait_file "$DIR/server.ready" "$srv" forwarder
+        wait_file "$DIR/server.ready" "$srv" forwarder "$DIR/server.log"
     fi
     ip netns exec "$SINK" "$BIN" sink --ifname ps0 --queues $Q --keys "$keys" --cpu 0 \
         --seconds $((SECONDS_PER_CASE + 120)) --ready "$DIR/sink.ready" \
         > "$DIR/sink.json" 2> "$DIR/sink.log" &
     local snk=$!; PIDS+=("$snk")
-    wait_file "$DIR/sink.ready" "$snk" sink
+    wait_file "$DIR/sink.ready" "$snk" sink "$DIR/sink.log"
     veth_dump before
     ip netns exec "$GEN" "$BIN" gen --ifname pg0 --keys "$keys" --size "$size" --rate "$rate" \
         --seconds "$SECONDS_PER_CASE" --cpu 0 --pool-mb 3072 --max-pps 600000 \
