@@ -169,6 +169,11 @@ while kill -0 "$CPID" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do
     elif [ "$(date +%s)" -ge "$ready_deadline" ]; then
       log "gateway not ready after ${READY_TIMEOUT}s"; ready=2
     fi
+    if [ $ready = 2 ]; then
+      log "not booting the session: stopping the client guest"
+      stop_pid "$(cat "$RUN/client/qemu.pid" 2>/dev/null || echo "$CPID")" 3
+      break
+    fi
   fi
   if [ $boot_logged = 0 ] && [ -e "$RUN/client/boot-ready.txt" ]; then
     log "client guest: $(cat "$RUN/client/boot-ready.txt")"; boot_logged=1
