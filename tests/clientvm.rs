@@ -35,6 +35,7 @@ const STATE_DIR: &str = "/var/tmp/sekisho-clientvm";
 /// Image build (debootstrap + kernel, ~2.5 min here) when not cached.
 const IMAGE_TIMEOUT: Duration = Duration::from_secs(900);
 /// One whole client run: boot ~15 s, session ~30 s; the guest itself is killed at 420 s.
+/// SEKISHO_CLIENTVM_RUN_TIMEOUT (seconds) overrides it.
 const RUN_TIMEOUT: Duration = Duration::from_secs(540);
 const GUEST_TIMEOUT_SECS: u32 = 420;
 
@@ -341,7 +342,7 @@ fn real_linux_client_over_plain_l2tp() {
     let harness_log = run.join("harness.log");
     let rust_log = std::env::var("SEKISHO_CLIENTVM_RUST_LOG").unwrap_or_else(|_| "info".into());
     let gateway_cmd = format!(
-        "RUST_LOG='{rust_log}' exec '{bin}' run -c '{}'",
+        "NO_COLOR=1 RUST_LOG='{rust_log}' exec '{bin}' run -c '{}'",
         config.display()
     );
     let mut cmd = Command::new("bash");
@@ -357,7 +358,11 @@ fn real_linux_client_over_plain_l2tp() {
         .env("TIMEOUT", GUEST_TIMEOUT_SECS.to_string())
         .stdout(fs::File::create(&harness_log).expect("harness.log"))
         .stderr(fs::File::create(run.join("harness.stderr")).expect("harness.stderr"));
-    let outcome = h.run(cmd, RUN_TIMEOUT);
+    let limit = std::env::var("SEKISHO_CLIENTVM_RUN_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(RUN_TIMEOUT, Duration::from_secs);
+    let outcome = h.run(cmd, limit);
     drop(h); // namespace gone, qemu and the gateway stopped, before the assertions
     let run_secs = t_run.elapsed().as_secs_f64();
 
