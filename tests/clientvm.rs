@@ -243,6 +243,31 @@ fn sekisho_has_run(bin: &str) -> bool {
     }
 }
 
+/// Removes all but the `keep` newest run folders of this test (named test-<secs>-<pid>).
+fn prune_runs(keep: usize) {
+    let Ok(dir) = fs::read_dir(format!("{STATE_DIR}/runs")) else {
+        return;
+    };
+    let mut runs: Vec<(u64, PathBuf)> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let secs = name
+                .strip_prefix("test-")?
+                .split('-')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((secs, e.path()))
+        })
+        .collect();
+    runs.sort();
+    let old = runs.len().saturating_sub(keep);
+    for (_, p) in &runs[..old] {
+        let _ = fs::remove_dir_all(p);
+    }
+}
+
 #[test]
 fn real_linux_client_over_plain_l2tp() {
     if !nix::unistd::geteuid().is_root() {
@@ -294,6 +319,7 @@ fn real_linux_client_over_plain_l2tp() {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let pid = std::process::id();
+    prune_runs(10);
     let run = PathBuf::from(format!("{STATE_DIR}/runs/test-{stamp}-{pid}"));
     fs::create_dir_all(&run).expect("run folder");
     let accounting = run.join("accounting.jsonl");

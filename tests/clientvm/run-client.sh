@@ -17,7 +17,9 @@
 #   IPERF_SERVER      if set: `iperf3 -s -B $IPERF_SERVER` in $NS once READY_ADDR is there
 #   CLIENT_PARAMS     file of VAR=value lines the client guest sources (see guest/guest-run.sh);
 #                     SERVER_PARAMS likewise for the stand-in LNS guest
-#   CAPTURE=1         dumpcap on cvbr0 (udp port 1701) -> RUNDIR/l2tp.pcapng, when dumpcap exists
+#   CAPTURE=1         dumpcap on cvbr0 -> RUNDIR/l2tp.pcapng, when dumpcap exists; CAPTURE_FILTER
+#                     (default: udp port 1701 frames of at most 300 bytes: all control messages
+#                     and PPP negotiation, small data packets, not iperf3's full-size frames)
 #   IMG               image directory (default: build-image.sh's, built or taken from its cache)
 #   TIMEOUT=480       seconds the client guest may run before it is killed
 #   NS=cvh  ACCEL=tcg  MEM=512  CPU=max
@@ -36,6 +38,8 @@ CPU=${CPU:-max}
 TIMEOUT=${TIMEOUT:-480}
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 CAPTURE=${CAPTURE:-1}
+# control messages and PPP negotiation, not the bulk of iperf3's full-size data frames
+CAPTURE_FILTER=${CAPTURE_FILTER:-udp port 1701 and len <= 300}
 SHARE=$HERE/guest
 mkdir -p "$RUN/client"
 RUN=$(cd "$RUN" && pwd)
@@ -104,7 +108,7 @@ done
 log "netns $NS: cvbr0 10.77.0.254/24 + cvtap0/cvtap1"
 
 if [ "$CAPTURE" = 1 ] && command -v dumpcap >/dev/null; then
-  ip netns exec "$NS" dumpcap -q -i cvbr0 -f 'udp port 1701' -w "$RUN/l2tp.pcapng" > "$RUN/dumpcap.log" 2>&1 &
+  ip netns exec "$NS" dumpcap -q -i cvbr0 -f "$CAPTURE_FILTER" -w "$RUN/l2tp.pcapng" > "$RUN/dumpcap.log" 2>&1 &
 fi
 
 if [ -n "${GATEWAY_CMD:-}" ]; then
