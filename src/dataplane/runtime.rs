@@ -106,13 +106,15 @@ impl DataPlane {
 
     /// Stops the workers, waits for them and returns their final counters.
     pub fn shutdown(mut self) -> Stats {
-        self.stop.store(true, Ordering::Relaxed);
+        // Stop travels behind every command already queued, so the last control
+        // messages (CDN, StopCCN) are sent before a worker leaves.
         for c in &self.cmds {
             let _ = c.send(WorkerCmd::Stop);
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        self.stop.store(true, Ordering::Relaxed);
         self.totals()
     }
 }
@@ -248,18 +250,20 @@ fn inside_ports(
         })
         .map_err(|e| format!("AF_XDP socket on inside {ifname} queue {q}: {e}"))?;
         steering.register(q, &xsk).map_err(|e| e.to_string())?;
-        out.push(AnyInside::Router(XdpInside::new(xsk, mac)));
+        out.push(AnyInside::Router(Box::new(XdpInside::new(xsk, mac))));
     }
     plane.inside_steering = Some(steering);
     Ok(out)
 }
 
 /// The inside path of a worker, either kind.
+// One per worker, built once and never moved on the packet path.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyInside {
     /// TUN queue.
     Tun(TunInside),
     /// AF_XDP on the inside interface.
-    Router(XdpInside),
+    Router(Box<XdpInside>),
 }
 
 impl<F: AsRef<[u8]> + AsMut<[u8]>> Inside<F> for AnyInside {
@@ -277,19 +281,19 @@ impl<F: AsRef<[u8]> + AsMut<[u8]>> Inside<F> for AnyInside {
     fn send(&mut self, pkts: &[super::chain::Pkt<F>]) -> usize {
         match self {
             AnyInside::Tun(t) => Inside::<F>::send(t, pkts),
-            AnyInside::Router(r) => Inside::<F>::send(r, pkts),
+            AnyInside::Router(r) => Inside::<F>::send(r.as_mut(), pkts),
         }
     }
     fn fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
         match self {
             AnyInside::Tun(t) => Inside::<F>::fds(t),
-            AnyInside::Router(r) => Inside::<F>::fds(r),
+            AnyInside::Router(r) => Inside::<F>::fds(r.as_ref()),
         }
     }
     fn take_drops(&mut self, stats: &mut Stats) {
         match self {
             AnyInside::Tun(t) => Inside::<F>::take_drops(t, stats),
-            AnyInside::Router(r) => Inside::<F>::take_drops(r, stats),
+            AnyInside::Router(r) => Inside::<F>::take_drops(r.as_mut(), stats),
         }
     }
 }

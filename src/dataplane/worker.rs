@@ -268,6 +268,11 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
         let mut last_publish = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             if !self.apply_commands(&mut to_outside) {
+                // Stop: what the control thread queued before it (CDN, StopCCN, PPP
+                // Terminate) still leaves.
+                if !to_outside.is_empty() {
+                    self.outside.send(&mut to_outside);
+                }
                 break;
             }
             let mut work = 0;

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::dataplane::chain::{Pkt, Verdict};
+use crate::dataplane::stats::{DropReason, Stats};
 use crate::dataplane::worker::{Outside, SendResult};
 
 use super::xsk::{XDP_PACKET_HEADROOM, XdpFrame, Xsk};
@@ -20,6 +21,9 @@ pub struct XdpPort {
     mac: [u8; 6],
     neigh: HashMap<Ipv4Addr, [u8; 6]>,
     rx: Vec<(XdpFrame, usize, usize)>,
+    /// Drops counted here, moved into the worker's counters by `take_drops`.
+    pending: [u64; crate::dataplane::stats::DropReason::COUNT],
+    seen_invalid: u64,
 }
 
 /// The MAC address of an interface, asked in the calling thread's namespace.
@@ -64,6 +68,8 @@ impl XdpPort {
             mac,
             neigh: kernel_neighbours(),
             rx: Vec::with_capacity(256),
+            pending: [0; crate::dataplane::stats::DropReason::COUNT],
+            seen_invalid: 0,
         }
     }
 
@@ -93,6 +99,7 @@ impl Outside for XdpPort {
             let b = f.as_ref();
             let ipv4 = e >= s + ETH_LEN + 20 && b[s + 12..s + 14] == [0x08, 0x00];
             if !ipv4 {
+                self.pending[DropReason::NotIpv4 as usize] += 1;
                 self.xsk.recycle(f);
                 continue;
             }
@@ -111,7 +118,12 @@ impl Outside for XdpPort {
         let mut r = SendResult::default();
         let mut ready = Vec::with_capacity(pkts.len());
         for mut p in pkts.drain(..) {
-            if p.verdict != Verdict::Forward || p.start < ETH_LEN || p.end < p.start + 20 {
+            if p.verdict != Verdict::Forward {
+                self.xsk.recycle(p.buf);
+                continue;
+            }
+            if p.start < ETH_LEN || p.end < p.start + 20 {
+                self.pending[DropReason::NoRoom as usize] += 1;
                 self.xsk.recycle(p.buf);
                 continue;
             }
@@ -155,6 +167,22 @@ impl Outside for XdpPort {
     fn fds(&self) -> Vec<BorrowedFd<'_>> {
         vec![self.xsk.as_fd()]
     }
+
+    fn take_drops(&mut self, stats: &mut Stats) {
+        self.drain_drops(stats);
+    }
+}
+
+impl XdpPort {
+    fn drain_drops(&mut self, stats: &mut Stats) {
+        let invalid = self.xsk.counters.rx_invalid;
+        self.pending[DropReason::Malformed as usize] += invalid - self.seen_invalid;
+        self.seen_invalid = invalid;
+        for (a, b) in stats.drops.iter_mut().zip(self.pending.iter_mut()) {
+            *a += *b;
+            *b = 0;
+        }
+    }
 }
 
 /// The inside interface over AF_XDP (router mode): inner IPv4 packets to and from the
@@ -165,6 +193,11 @@ pub struct XdpInside {
 }
 
 impl XdpInside {
+    /// The socket (statistics).
+    pub fn xsk(&self) -> &Xsk {
+        &self.port.xsk
+    }
+
     /// An inside port over a bound socket on the inside interface.
     pub fn new(xsk: Xsk, mac: [u8; 6]) -> XdpInside {
         XdpInside {
@@ -193,8 +226,11 @@ impl<F: AsRef<[u8]> + AsMut<[u8]>> crate::dataplane::worker::Inside<F> for XdpIn
                     out.push(Pkt::new(f, headroom, headroom + len));
                     n += 1;
                 } else {
+                    self.port.pending[DropReason::TooLong as usize] += 1;
                     frames.recycle(f);
                 }
+            } else {
+                self.port.pending[DropReason::NoRoom as usize] += 1;
             }
             self.port.recycle(p.buf);
         }
@@ -218,11 +254,18 @@ impl<F: AsRef<[u8]> + AsMut<[u8]>> crate::dataplane::worker::Inside<F> for XdpIn
             q.verdict = Verdict::Forward;
             batch.push(q);
         }
-        self.port.send(&mut batch).sent as usize
+        let r = self.port.send(&mut batch);
+        self.port.pending[DropReason::TxFull as usize] += r.tx_full;
+        self.port.pending[DropReason::NoNeighbour as usize] += r.no_neighbour;
+        r.sent as usize
     }
 
     fn fds(&self) -> Vec<BorrowedFd<'_>> {
         vec![self.port.xsk.as_fd()]
+    }
+
+    fn take_drops(&mut self, stats: &mut Stats) {
+        self.port.drain_drops(stats);
     }
 }
 

@@ -252,6 +252,8 @@ pub struct XskCounters {
     pub tx_ring_full: u64,
     /// Wakeup syscalls made.
     pub wakeups: u64,
+    /// Received descriptors with an address or length outside our UMEM (dropped).
+    pub rx_invalid: u64,
 }
 
 /// An AF_XDP socket with its own UMEM.
@@ -534,10 +536,8 @@ impl Xsk {
         if sent > 0 {
             self.tx.submit(sent);
             self.counters.tx += u64::from(sent);
-            if self.tx.needs_wakeup() || !self.zero_copy {
-                self.wakeup_tx();
-            }
         }
+        self.kick_tx();
         sent as usize
     }
 
@@ -580,6 +580,29 @@ impl Xsk {
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
             );
+        }
+    }
+
+    /// Makes the kernel drain the tx ring. In copy mode one `sendto` sends at most a
+    /// small budget of descriptors (32 on these kernels), so keep kicking while the
+    /// kernel makes progress and entries remain.
+    fn kick_tx(&mut self) {
+        for _ in 0..16 {
+            let pending = self
+                .tx
+                .cached_prod
+                .wrapping_sub(self.tx.cons().load(Ordering::Acquire));
+            if pending == 0 || (self.zero_copy && !self.tx.needs_wakeup()) {
+                return;
+            }
+            self.wakeup_tx();
+            let after = self
+                .tx
+                .cached_prod
+                .wrapping_sub(self.tx.cons().load(Ordering::Acquire));
+            if after >= pending {
+                return; // no progress (EAGAIN): try again next batch
+            }
         }
     }
 
