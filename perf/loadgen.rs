@@ -27,6 +27,8 @@ mod forward;
 mod gateway;
 #[path = "loadgen/generator.rs"]
 mod generator;
+#[path = "loadgen/hold.rs"]
+mod hold;
 #[path = "loadgen/report.rs"]
 mod report;
 #[path = "loadgen/sink.rs"]
@@ -229,6 +231,34 @@ enum Cmd {
         #[command(flatten)]
         xsk: XskArgs,
     },
+    /// Opens and holds L2TP + PPP sessions against `sekisho run` (plain L2TP), reports
+    /// the setup rate; measure the gateway's idle CPU meanwhile.
+    Hold {
+        /// Gateway address (UDP 1701).
+        #[arg(long)]
+        gateway: Ipv4Addr,
+        /// Local address to send from.
+        #[arg(long)]
+        local: Ipv4Addr,
+        /// First local UDP port (one per tunnel).
+        #[arg(long, default_value_t = 20000)]
+        port_base: u16,
+        /// Sessions in all.
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+        /// Sessions per tunnel.
+        #[arg(long, default_value_t = 100)]
+        per_tunnel: usize,
+        /// PPP user.
+        #[arg(long, default_value = "vpnuser")]
+        user: String,
+        /// PPP password.
+        #[arg(long, default_value = "vpnpass123")]
+        password: String,
+        /// Seconds to hold the sessions after all are up.
+        #[arg(long, default_value_t = 30)]
+        hold_seconds: u64,
+    },
     /// Markdown table of a perf/run.sh work directory.
     Report {
         /// Work directory with one subdirectory per case.
@@ -380,6 +410,28 @@ fn run(cli: Cli, signals: &Signals) -> Res<()> {
                 ready,
                 sizes: xsk.into(),
                 batch,
+            },
+            signals,
+        ),
+        Cmd::Hold {
+            gateway,
+            local,
+            port_base,
+            sessions,
+            per_tunnel,
+            user,
+            password,
+            hold_seconds,
+        } => hold::run(
+            hold::Args {
+                gateway,
+                local,
+                port_base,
+                sessions,
+                per_tunnel,
+                user,
+                password,
+                hold_seconds,
             },
             signals,
         ),

@@ -266,6 +266,7 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
         let mut to_inside: Vec<Pkt<O::Frame>> = Vec::with_capacity(self.cfg.batch);
         let mut to_outside: Vec<Pkt<O::Frame>> = Vec::with_capacity(self.cfg.batch);
         let mut last_publish = Instant::now();
+        let mut idle_rounds = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
             if !self.apply_commands(&mut to_outside) {
                 // Stop: what the control thread queued before it (CDN, StopCCN, PPP
@@ -356,7 +357,10 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
             self.outside.take_drops(&mut self.shard.stats);
             self.inside.take_drops(&mut self.shard.stats);
             if work == 0 {
-                self.idle_wait();
+                idle_rounds = idle_rounds.saturating_add(1);
+                self.idle_wait(idle_rounds);
+            } else {
+                idle_rounds = 0;
             }
             if last_publish.elapsed() >= Duration::from_millis(5) || work == 0 {
                 self.stats.publish(&self.shard.stats);
@@ -366,9 +370,13 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
         self.stats.publish(&self.shard.stats);
     }
 
-    fn idle_wait(&mut self) {
+    /// Sleeps in poll on the backends' descriptors. Commands and handoffs have no
+    /// descriptor, so the nap starts at `idle_wait` and grows to 4× when the worker
+    /// has been idle a while (packets still wake it at once).
+    fn idle_wait(&mut self, idle_rounds: u32) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        let ms = self.cfg.idle_wait.as_millis().min(1000) as u16;
+        let factor = if idle_rounds > 100 { 4 } else { 1 };
+        let ms = (self.cfg.idle_wait.as_millis() * factor).min(1000) as u16;
         let mut fds: Vec<PollFd> = self
             .outside
             .fds()
