@@ -83,21 +83,16 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
             if t.lac.next_timeout().is_some_and(|d| d <= now) {
                 t.lac.handle_timeout(now);
             }
-            loop {
-                match t.sock.recv_from(&mut buf) {
-                    Ok((n, _)) => {
-                        busy = true;
-                        let msg = &buf[..n];
-                        if msg.first().is_some_and(|b| b & 0x80 != 0) {
-                            t.lac.input(now, msg);
-                        } else if n > 6 {
-                            let sid = u16::from_be_bytes([msg[4], msg[5]]);
-                            if let Some(l) = t.links.get_mut(&sid) {
-                                l.input(now, &msg[6..]);
-                            }
-                        }
+            while let Ok((n, _)) = t.sock.recv_from(&mut buf) {
+                busy = true;
+                let msg = &buf[..n];
+                if msg.first().is_some_and(|b| b & 0x80 != 0) {
+                    t.lac.input(now, msg);
+                } else if n > 6 {
+                    let sid = u16::from_be_bytes([msg[4], msg[5]]);
+                    if let Some(l) = t.links.get_mut(&sid) {
+                        l.input(now, &msg[6..]);
                     }
-                    Err(_) => break,
                 }
             }
             while let Some(ev) = t.lac.poll_event() {
