@@ -216,6 +216,31 @@ pub fn start(cfg: &PlaneConfig) -> Result<DataPlane, String> {
     Ok(plane)
 }
 
+/// An AF_XDP socket on (interface, queue): zero-copy where the driver allows it, copy
+/// mode otherwise (veth, most virtual NICs).
+fn open_xsk(ifindex: u32, queue: u32) -> std::io::Result<Xsk> {
+    let mut cfg = XskConfig {
+        ifindex,
+        queue,
+        frames: 4096,
+        frame_size: 2048,
+        ring_size: 1024,
+        zero_copy: true,
+    };
+    match Xsk::new(&cfg) {
+        Ok(x) => {
+            tracing::info!(queue, "AF_XDP zero-copy");
+            Ok(x)
+        }
+        Err(zc) => {
+            cfg.zero_copy = false;
+            let x = Xsk::new(&cfg)?;
+            tracing::debug!(queue, "AF_XDP copy mode (zero-copy refused: {zc})");
+            Ok(x)
+        }
+    }
+}
+
 /// The inside path of each worker: a TUN queue, or an AF_XDP socket on the inside
 /// interface (router mode, with the steering program attached there).
 fn inside_ports(
@@ -240,15 +265,8 @@ fn inside_ports(
     let mac = interface_mac(ifname).ok_or_else(|| format!("no MAC address for {ifname}"))?;
     let mut out = Vec::new();
     for q in 0..cfg.workers as u32 {
-        let xsk = Xsk::new(&XskConfig {
-            ifindex: ifi,
-            queue: q,
-            frames: 4096,
-            frame_size: 2048,
-            ring_size: 1024,
-            zero_copy: false,
-        })
-        .map_err(|e| format!("AF_XDP socket on inside {ifname} queue {q}: {e}"))?;
+        let xsk = open_xsk(ifi, q)
+            .map_err(|e| format!("AF_XDP socket on inside {ifname} queue {q}: {e}"))?;
         steering.register(q, &xsk).map_err(|e| e.to_string())?;
         out.push(AnyInside::Router(Box::new(XdpInside::new(xsk, mac))));
     }
@@ -310,15 +328,8 @@ fn try_xdp(cfg: &PlaneConfig, ifname: &str) -> Result<(Steering, Vec<XdpPort>), 
     let mut steering = Steering::attach(ifname, Side::Outside, &steer_cfg)?;
     let mut ports = Vec::new();
     for q in 0..cfg.workers as u32 {
-        let xsk = Xsk::new(&XskConfig {
-            ifindex: ifi,
-            queue: q,
-            frames: 4096,
-            frame_size: 2048,
-            ring_size: 1024,
-            zero_copy: false,
-        })
-        .map_err(|e| XdpError::Load(format!("AF_XDP socket on {ifname} queue {q}: {e}")))?;
+        let xsk = open_xsk(ifi, q)
+            .map_err(|e| XdpError::Load(format!("AF_XDP socket on {ifname} queue {q}: {e}")))?;
         steering.register(q, &xsk)?;
         ports.push(XdpPort::new(xsk, mac));
     }
