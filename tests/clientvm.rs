@@ -22,6 +22,9 @@
 
 mod common;
 
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
 use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
@@ -120,10 +123,10 @@ impl Harness {
         let Some(mut c) = self.child.take() else {
             return;
         };
-        let pid = c.id() as libc::pid_t;
-        // SAFETY: plain kill(2) on the pid and process group of a child we spawned and have
-        // not reaped yet, so neither can have been reused.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        // The pid and process group of a child we spawned and have not reaped yet, so
+        // neither can have been reused.
+        let pid = Pid::from_raw(c.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(30) {
             if let Ok(Some(_)) = c.try_wait() {
@@ -131,8 +134,8 @@ impl Harness {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        // SAFETY: as above; the group is the one the child leads (process_group(0)).
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        // The group is the one the child leads (process_group(0)).
+        let _ = killpg(pid, Signal::SIGKILL);
         let _ = c.wait();
     }
 }
@@ -155,9 +158,9 @@ impl Drop for Harness {
             .output()
         {
             for p in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                if let Ok(pid) = p.parse::<libc::pid_t>() {
-                    // SAFETY: kill(2) on a pid listed in our own namespace just now.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                if let Ok(pid) = p.parse::<i32>() {
+                    // A pid listed in our own namespace just now.
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
         }
