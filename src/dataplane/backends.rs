@@ -136,20 +136,18 @@ impl<F: AsRef<[u8]> + AsMut<[u8]>> Inside<F> for TunInside {
         out: &mut Vec<Pkt<F>>,
         max: usize,
     ) -> usize {
-        let mut pkts = Vec::with_capacity(max);
-        while pkts.len() < max {
+        // Frames are lent at the end of `out` itself (no vector per call); the ones the
+        // read did not fill go back.
+        let base = out.len();
+        while out.len() - base < max {
             match frames.alloc() {
-                Some(f) => pkts.push(Pkt::new(f, HEADROOM, HEADROOM)),
+                Some(f) => out.push(Pkt::new(f, HEADROOM, HEADROOM)),
                 None => break,
             }
         }
-        let n = self.q.read_batch(&mut pkts).unwrap_or(0);
-        for (i, p) in pkts.into_iter().enumerate() {
-            if i < n {
-                out.push(p);
-            } else {
-                frames.recycle(p.buf);
-            }
+        let n = self.q.read_batch(&mut out[base..]).unwrap_or(0);
+        for p in out.drain(base + n..) {
+            frames.recycle(p.buf);
         }
         n
     }

@@ -159,6 +159,8 @@ pub struct Worker<O: Outside, I: Inside<O::Frame>> {
     stop: Arc<AtomicBool>,
     sa_pairs: std::collections::HashMap<u32, OutboundId>,
     l2tp_ident: u16,
+    /// Scratch for `hand_off`, kept so the data path does not allocate per batch.
+    keep: Vec<Pkt<O::Frame>>,
     handoff: Option<HandoffPorts>,
 }
 
@@ -186,6 +188,7 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
             stop,
             sa_pairs: Default::default(),
             l2tp_ident: 1,
+            keep: Vec::new(),
             handoff: None,
         }
     }
@@ -201,7 +204,7 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
         let Some(h) = &self.handoff else { return };
         let layout = self.shard.inbound.layout();
         let me = self.cfg.id;
-        let mut keep = Vec::with_capacity(pkts.len());
+        let mut keep = std::mem::take(&mut self.keep);
         for p in pkts.drain(..) {
             let b = &p.buf.as_ref()[p.start..p.end];
             let owner = match dir {
@@ -224,7 +227,9 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
                 _ => keep.push(p),
             }
         }
-        *pkts = keep;
+        // `pkts` gets the kept packets; the emptied vector becomes the next scratch.
+        std::mem::swap(pkts, &mut keep);
+        self.keep = keep;
     }
 
     /// Takes packets handed to this worker into fresh frames.
@@ -265,6 +270,8 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
         let mut rx: Vec<Pkt<O::Frame>> = Vec::with_capacity(self.cfg.batch);
         let mut to_inside: Vec<Pkt<O::Frame>> = Vec::with_capacity(self.cfg.batch);
         let mut to_outside: Vec<Pkt<O::Frame>> = Vec::with_capacity(self.cfg.batch);
+        let mut from_inside: Vec<Pkt<O::Frame>> = Vec::with_capacity(self.cfg.batch);
+        let mut hairpin: Vec<Pkt<O::Frame>> = Vec::new();
         let mut last_publish = Instant::now();
         let mut idle_rounds = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
@@ -279,7 +286,6 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
             let mut work = 0;
 
             // Outside → decap → inside / hairpin / control.
-            let mut from_inside: Vec<Pkt<O::Frame>> = Vec::new();
             let mut n = self.outside.recv(&mut rx, self.cfg.batch);
             if n > 0 {
                 self.hand_off(&mut rx, HandoffDir::Decap);
@@ -288,7 +294,6 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
             work += n;
             if !rx.is_empty() {
                 self.shard.decap_batch(&mut rx);
-                let mut hairpin: Vec<Pkt<O::Frame>> = Vec::new();
                 for p in rx.drain(..) {
                     match p.verdict {
                         Verdict::Forward => {

@@ -21,6 +21,7 @@ pub struct XdpPort {
     mac: [u8; 6],
     neigh: HashMap<Ipv4Addr, [u8; 6]>,
     rx: Vec<(XdpFrame, usize, usize)>,
+    tx: Vec<(XdpFrame, usize, usize)>,
     /// Drops counted here, moved into the worker's counters by `take_drops`.
     pending: [u64; crate::dataplane::stats::DropReason::COUNT],
     seen_invalid: u64,
@@ -68,6 +69,7 @@ impl XdpPort {
             mac,
             neigh: kernel_neighbours(),
             rx: Vec::with_capacity(256),
+            tx: Vec::with_capacity(256),
             pending: [0; crate::dataplane::stats::DropReason::COUNT],
             seen_invalid: 0,
         }
@@ -116,7 +118,6 @@ impl Outside for XdpPort {
 
     fn send(&mut self, pkts: &mut Vec<Pkt<XdpFrame>>) -> SendResult {
         let mut r = SendResult::default();
-        let mut ready = Vec::with_capacity(pkts.len());
         for mut p in pkts.drain(..) {
             if p.verdict != Verdict::Forward {
                 self.xsk.recycle(p.buf);
@@ -144,10 +145,10 @@ impl Outside for XdpPort {
             h[0..6].copy_from_slice(&dmac);
             h[6..12].copy_from_slice(&self.mac);
             h[12..14].copy_from_slice(&[0x08, 0x00]);
-            ready.push((p.buf, s, p.end));
+            self.tx.push((p.buf, s, p.end));
         }
-        let want = ready.len() as u64;
-        r.sent = self.xsk.tx_batch(ready) as u64;
+        let want = self.tx.len() as u64;
+        r.sent = self.xsk.tx_batch(self.tx.drain(..)) as u64;
         r.tx_full = want - r.sent;
         r
     }
@@ -190,6 +191,9 @@ impl XdpPort {
 /// it and the outside port's frames (one copy per packet, the price of two UMEMs).
 pub struct XdpInside {
     port: XdpPort,
+    // Scratch kept across batches (no allocation on the data path).
+    rx: Vec<Pkt<XdpFrame>>,
+    tx: Vec<Pkt<XdpFrame>>,
 }
 
 impl XdpInside {
@@ -202,6 +206,8 @@ impl XdpInside {
     pub fn new(xsk: Xsk, mac: [u8; 6]) -> XdpInside {
         XdpInside {
             port: XdpPort::new(xsk, mac),
+            rx: Vec::with_capacity(256),
+            tx: Vec::with_capacity(256),
         }
     }
 }
@@ -214,10 +220,10 @@ impl<F: AsRef<[u8]> + AsMut<[u8]>> crate::dataplane::worker::Inside<F> for XdpIn
         max: usize,
     ) -> usize {
         let headroom = frames.headroom();
-        let mut own = Vec::with_capacity(max);
+        let mut own = std::mem::take(&mut self.rx);
         self.port.recv(&mut own, max);
         let mut n = 0;
-        for p in own {
+        for p in own.drain(..) {
             let len = p.end - p.start;
             if let Some(mut f) = frames.alloc() {
                 let b = f.as_mut();
@@ -234,11 +240,12 @@ impl<F: AsRef<[u8]> + AsMut<[u8]>> crate::dataplane::worker::Inside<F> for XdpIn
             }
             self.port.recycle(p.buf);
         }
+        self.rx = own;
         n
     }
 
     fn send(&mut self, pkts: &[Pkt<F>]) -> usize {
-        let mut batch = Vec::with_capacity(pkts.len());
+        let mut batch = std::mem::take(&mut self.tx);
         for p in pkts.iter().filter(|p| p.verdict == Verdict::Forward) {
             let Some(mut f) = self.port.alloc() else {
                 break;
@@ -255,6 +262,7 @@ impl<F: AsRef<[u8]> + AsMut<[u8]>> crate::dataplane::worker::Inside<F> for XdpIn
             batch.push(q);
         }
         let r = self.port.send(&mut batch);
+        self.tx = batch;
         self.port.pending[DropReason::TxFull as usize] += r.tx_full;
         self.port.pending[DropReason::NoNeighbour as usize] += r.no_neighbour;
         r.sent as usize
