@@ -90,6 +90,37 @@ fn sa_config(
     }
 }
 
+/// One end's view of a transport-mode L2TP session over UDP 1701: our ids, the
+/// peer's ids and the client's inner address (SAs are filled in when installed).
+fn session_between(local: (u16, u16), peer: (u16, u16), inner: Ipv4Addr) -> Session {
+    Session {
+        local_tunnel_id: local.0,
+        local_session_id: local.1,
+        peer_tunnel_id: peer.0,
+        peer_session_id: peer.1,
+        peer_port: 1701,
+        inbound_spi: None,
+        outbound: None,
+        inner_addr: Some(inner),
+        acfc: false,
+        pfc: false,
+        plain: None,
+        counters: Default::default(),
+    }
+}
+
+/// UDP encapsulation between `local_port` and `remote_port` when NAT-T is on.
+fn encap_for(p: &PeerParams, local_port: u16, remote_port: u16) -> Encap {
+    if p.natt {
+        Encap::Udp {
+            local_port,
+            remote_port,
+        }
+    } else {
+        Encap::None
+    }
+}
+
 /// The gateway's half of a simulated session, as the control thread would hand it to
 /// a worker: SAs keyed from the deterministic KEYMAT and the session (its inbound SPI
 /// and outbound SA are filled in when installed).
@@ -107,14 +138,7 @@ impl GatewaySide {
     pub fn new(p: &PeerParams, seed: u8) -> Result<GatewaySide, EstablishError> {
         let now = Instant::now();
         let t = p.transform;
-        let encap = if p.natt {
-            Encap::Udp {
-                local_port: 4500,
-                remote_port: p.client_port,
-            }
-        } else {
-            Encap::None
-        };
+        let encap = encap_for(p, 4500, p.client_port);
         let inbound = Sa::new(
             &sa_config(p, 0, Direction::Inbound, encap, p.gateway, p.client),
             &keymat(t, seed),
@@ -134,20 +158,7 @@ impl GatewaySide {
             [seed ^ 1; 16],
             now,
         )?;
-        let session = Session {
-            local_tunnel_id: p.gw_ids.0,
-            local_session_id: p.gw_ids.1,
-            peer_tunnel_id: p.client_ids.0,
-            peer_session_id: p.client_ids.1,
-            peer_port: 1701,
-            inbound_spi: None,
-            outbound: None,
-            inner_addr: Some(p.inner),
-            acfc: false,
-            pfc: false,
-            plain: None,
-            counters: Default::default(),
-        };
+        let session = session_between(p.gw_ids, p.client_ids, p.inner);
         Ok(GatewaySide {
             inbound,
             outbound,
@@ -210,14 +221,7 @@ impl SimPeer {
     pub fn client(p: PeerParams, gw_in: u32, seed: u8) -> Result<SimPeer, EstablishError> {
         let now = Instant::now();
         let t = p.transform;
-        let cl_encap = if p.natt {
-            Encap::Udp {
-                local_port: p.client_port,
-                remote_port: 4500,
-            }
-        } else {
-            Encap::None
-        };
+        let cl_encap = encap_for(&p, p.client_port, 4500);
         let out_sa = Sa::new(
             &sa_config(
                 &p,
@@ -244,20 +248,7 @@ impl SimPeer {
             [seed ^ 3; 16],
             now,
         )?;
-        let session_view = Session {
-            local_tunnel_id: p.client_ids.0,
-            local_session_id: p.client_ids.1,
-            peer_tunnel_id: p.gw_ids.0,
-            peer_session_id: p.gw_ids.1,
-            peer_port: 1701,
-            inbound_spi: None,
-            outbound: None,
-            inner_addr: Some(p.inner),
-            acfc: false,
-            pfc: false,
-            plain: None,
-            counters: Default::default(),
-        };
+        let session_view = session_between(p.client_ids, p.gw_ids, p.inner);
         Ok(SimPeer {
             params: p,
             out_sa,
