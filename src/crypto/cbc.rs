@@ -60,6 +60,23 @@ enum RcMac {
 #[cfg(feature = "rustcrypto")]
 use ::hmac as hmac_rc;
 
+/// HMAC with a pre-keyed RustCrypto state over `authed` (| seq_hi), into `out`.
+#[cfg(feature = "rustcrypto")]
+fn rc_mac<M: hmac_rc::Mac + Clone>(
+    key: &M,
+    authed: &[u8],
+    hi: Option<&[u8; 4]>,
+    out: &mut [u8; 32],
+) {
+    let mut m = key.clone();
+    m.update(authed);
+    if let Some(hi) = hi {
+        m.update(hi);
+    }
+    let tag = m.finalize().into_bytes();
+    out[..tag.len()].copy_from_slice(&tag);
+}
+
 impl CbcHmac {
     pub(super) fn new(
         transform: Transform,
@@ -142,27 +159,10 @@ impl CbcHmac {
                 out[..t.len()].copy_from_slice(t);
             }
             #[cfg(feature = "rustcrypto")]
-            Imp::Rc { mac, .. } => {
-                use hmac_rc::Mac;
-                match mac {
-                    RcMac::Sha1(k) => {
-                        let mut m = (**k).clone();
-                        m.update(authed);
-                        if esn {
-                            m.update(&hi);
-                        }
-                        out[..20].copy_from_slice(&m.finalize().into_bytes());
-                    }
-                    RcMac::Sha256(k) => {
-                        let mut m = (**k).clone();
-                        m.update(authed);
-                        if esn {
-                            m.update(&hi);
-                        }
-                        out[..32].copy_from_slice(&m.finalize().into_bytes());
-                    }
-                }
-            }
+            Imp::Rc { mac, .. } => match mac {
+                RcMac::Sha1(k) => rc_mac(k.as_ref(), authed, esn.then_some(&hi), out),
+                RcMac::Sha256(k) => rc_mac(k.as_ref(), authed, esn.then_some(&hi), out),
+            },
         }
     }
 
