@@ -77,6 +77,14 @@ fn ppp_config(cfg: &Config) -> ppp::ServerConfig {
 
 /// Runs the gateway until SIGTERM/SIGINT.
 pub fn run(path: &Path) -> Result<(), String> {
+    run_with(path, None)
+}
+
+/// [`run`], and when `stats` is given, writes the data plane's counters there as one
+/// JSON object every second and at exit (replaced atomically, so a reader never sees
+/// half a file): `io`, `workers` (per worker: packets in and out both ways, octets,
+/// drops by reason), `totals`; at exit also `sessions_up` and `stopped: true`.
+pub fn run_with(path: &Path, stats: Option<&Path>) -> Result<(), String> {
     let (cfg, warnings) = Config::load(path).map_err(|e| e.to_string())?;
     for w in &warnings {
         tracing::warn!("{w}");
@@ -166,9 +174,22 @@ pub fn run(path: &Path) -> Result<(), String> {
     tracing::info!(listen = %cfg.gateway.listen, "sekisho running");
     let up = plane.up.clone();
     let reload_path = path.to_path_buf();
+    let io_name = match &plane.io {
+        runtime::ChosenIo::Xdp { mode, .. } => format!("xdp ({mode})"),
+        runtime::ChosenIo::Socket { .. } => "socket".to_string(),
+    };
+    let shared = plane.stats.clone();
+    let mut next_stats = std::time::Instant::now();
     control.run(&up, || {
         if term.load(Ordering::Relaxed) {
             return Tick::Stop;
+        }
+        if let Some(p) = stats
+            && std::time::Instant::now() >= next_stats
+        {
+            let per: Vec<_> = shared.iter().map(|s| s.snapshot()).collect();
+            write_stats(p, &io_name, &per, None);
+            next_stats += Duration::from_secs(1);
         }
         if hup.swap(false, Ordering::Relaxed) {
             match Config::load(&reload_path)
@@ -185,7 +206,11 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
         Tick::Go
     });
+    let per: Vec<_> = plane.stats.iter().map(|s| s.snapshot()).collect();
     let totals = plane.shutdown();
+    if let Some(p) = stats {
+        write_stats(p, &io_name, &per, Some(control.stats.sessions_up));
+    }
     tracing::info!(
         sessions_up = control.stats.sessions_up,
         decap = totals.decap_out,
@@ -194,6 +219,51 @@ pub fn run(path: &Path) -> Result<(), String> {
         "sekisho stopped"
     );
     Ok(())
+}
+
+/// One worker's counters as JSON: the fixed ones and every non-zero drop reason.
+pub fn stats_json(s: &crate::dataplane::stats::Stats) -> serde_json::Value {
+    let drops: serde_json::Map<String, serde_json::Value> = s
+        .nonzero_drops()
+        .map(|(r, n)| (r.name().to_string(), n.into()))
+        .collect();
+    serde_json::json!({
+        "decap_in": s.decap_in,
+        "decap_out": s.decap_out,
+        "decap_out_bytes": s.decap_out_bytes,
+        "encap_in": s.encap_in,
+        "encap_out": s.encap_out,
+        "encap_out_bytes": s.encap_out_bytes,
+        "to_control": s.to_control,
+        "nat_keepalives": s.nat_keepalives,
+        "drops": drops,
+        "drops_total": s.total_drops(),
+    })
+}
+
+fn write_stats(
+    path: &Path,
+    io: &str,
+    per: &[crate::dataplane::stats::Stats],
+    sessions_up: Option<u64>,
+) {
+    let mut total = crate::dataplane::stats::Stats::default();
+    for s in per {
+        total.add(s);
+    }
+    let mut v = serde_json::json!({
+        "io": io,
+        "workers": per.iter().map(stats_json).collect::<Vec<_>>(),
+        "totals": stats_json(&total),
+    });
+    if let Some(n) = sessions_up {
+        v["sessions_up"] = n.into();
+        v["stopped"] = true.into();
+    }
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, v.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
 }
 
 /// The IKEv1 responder's settings from `[ipsec]`.

@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod crypto;
 pub mod daemon;
+pub mod demo;
 pub mod dataplane;
 pub mod esp;
 pub mod ike;

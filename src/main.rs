@@ -25,12 +25,43 @@ enum Command {
         /// The configuration file (TOML).
         #[arg(short, long)]
         config: std::path::PathBuf,
+        /// Write the data plane's counters (per worker, drops by reason) to this file
+        /// as JSON every second and at exit.
+        #[arg(long)]
+        stats: Option<std::path::PathBuf>,
     },
     /// Check a configuration file: exit 0 when it is good, else name the key and the problem.
     CheckConfig {
         /// The configuration file (TOML).
         #[arg(short, long)]
         config: std::path::PathBuf,
+    },
+    /// Show the whole gateway on this machine: a private world (network namespaces as
+    /// root, else loopback in a user namespace), `sekisho run`, N simulated L2TP/IPsec
+    /// clients (IKEv1, L2TP, PPP MS-CHAPv2), traffic both ways with latency probes,
+    /// then a table: sessions, setup rate, throughput, latency, drops, CPU.
+    Demo {
+        /// Simulated clients.
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        /// Seconds of traffic once every session is up.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Inner IPv4 packet size: 64..=1400, or imix (7:4:1 of 64/576/1400).
+        #[arg(long, default_value = "1400")]
+        size: sekisho::demo::Size,
+        /// Gateway data plane: auto (AF_XDP when root), xdp, socket.
+        #[arg(long, value_enum, default_value = "auto")]
+        io: sekisho::demo::IoChoice,
+        /// Gateway worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Client fleet threads (0: one per 2500 clients, at most the cores).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Print one JSON object instead of the table (progress stays on stderr).
+        #[arg(long)]
+        json: bool,
     },
     /// Measure the ESP transforms and the full data path on this machine, one core:
     /// ns per packet and Gbps per core for the raw AEAD calls and for the whole
@@ -58,7 +89,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => match sekisho::daemon::run(&config) {
+        Command::Run { config, stats } => match sekisho::daemon::run_with(&config, stats.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("sekisho run: {e}");
@@ -66,11 +97,76 @@ fn main() -> ExitCode {
             }
         },
         Command::CheckConfig { config } => check_config(&config),
+        Command::Demo {
+            clients,
+            seconds,
+            size,
+            io,
+            workers,
+            threads,
+            json,
+        } => run_demo(
+            &sekisho::demo::Options {
+                clients,
+                seconds,
+                size,
+                io,
+                workers,
+                fleet_threads: threads,
+                progress: true,
+            },
+            json,
+        ),
         Command::Bench {
             json,
             quick,
             transform,
         } => run_bench(json, quick, &transform),
+    }
+}
+
+fn run_demo(o: &sekisho::demo::Options, json: bool) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("sekisho demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !nix::unistd::geteuid().is_root() && std::env::var_os(sekisho::demo::USERNS_ENV).is_none() {
+        // No root: the same command again in a user + network namespace of its own.
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        return match sekisho::demo::reexec_in_userns(&exe, &args) {
+            Ok(st) if st.success() => ExitCode::SUCCESS,
+            Ok(st) => ExitCode::from(st.code().unwrap_or(1) as u8),
+            Err(e) => {
+                eprintln!("sekisho demo: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let started = Instant::now();
+    match sekisho::demo::run(o, &exe) {
+        Ok(s) => {
+            if json {
+                match serde_json::to_string(&s) {
+                    Ok(j) => println!("{j}"),
+                    Err(e) => eprintln!("sekisho demo: {e}"),
+                }
+            } else {
+                print!("{}", sekisho::demo::report::table(&s));
+                println!("done in {:.1} s", started.elapsed().as_secs_f64());
+            }
+            if s.sessions_failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("sekisho demo: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -78,6 +78,7 @@ pub struct Client {
     gateway: SocketAddrV4,
     child: Option<ChildSa>,
     our_spi: u32,
+    force_encap: bool,
 }
 
 fn transport_ids(local: SocketAddrV4, gateway: SocketAddrV4) -> (Identification, Identification) {
@@ -107,9 +108,23 @@ impl Client {
                 state: State::Mm1(s),
                 child: None,
                 our_spi,
+                force_encap: false,
             },
             out,
         ))
+    }
+
+    /// Encapsulates ESP in UDP 4500 even without a NAT, as strongSwan's `encap = yes`
+    /// does: our NAT-D hash names a port we never send from (0), so the gateway sees
+    /// us behind a NAT, and we float as if we were. Call before the gateway's MM2.
+    /// Many clients sharing one address (`sekisho demo`) need it: raw ESP has no ports.
+    pub fn force_encap(&mut self) {
+        self.force_encap = true;
+    }
+
+    /// Whether ESP goes in UDP: a NAT on either side, or [`Client::force_encap`].
+    fn udp(&self, nat: super::natd::NatStatus) -> bool {
+        nat.any() || self.force_encap
     }
 
     /// The negotiated SA pair once Quick Mode is done.
@@ -157,13 +172,19 @@ impl Client {
         };
         match std::mem::replace(&mut self.state, State::Failed) {
             State::Mm1(s) if h.exchange == exchange::MAIN => {
-                let (next, mm3) = s.on_mm2(&h, &plain()?, &algs, self.local, self.gateway)?;
+                // A hash of port 0 can match nothing the gateway sees.
+                let hashed = if self.force_encap {
+                    SocketAddrV4::new(*self.local.ip(), 0)
+                } else {
+                    self.local
+                };
+                let (next, mm3) = s.on_mm2(&h, &plain()?, &algs, hashed, self.gateway)?;
                 self.state = State::Mm3(Box::new(next));
                 Ok(Some(self.out(mm3)))
             }
             State::Mm3(s) if h.exchange == exchange::MAIN => {
                 let (next, mm5) = s.on_mm4(&plain()?, &self.cfg.psk, self.local, self.gateway, self.cfg.initial_contact)?;
-                if next.nat().any() {
+                if self.udp(next.nat()) {
                     self.local.set_port(self.cfg.natt_port);
                     self.gateway.set_port(self.cfg.natt_port);
                 }
@@ -172,7 +193,7 @@ impl Client {
             }
             State::Mm5(s) if h.exchange == exchange::MAIN => {
                 let p1 = s.on_mm6(data)?;
-                let udp = p1.nat.any();
+                let udp = self.udp(p1.nat);
                 let encap = match (udp, p1.natt) {
                     (true, Some(super::natd::NatT::Draft)) => EncapMode::Udp {
                         mode: Mode::Transport,
@@ -229,7 +250,7 @@ impl Client {
         let State::Up(p1) = std::mem::replace(&mut self.state, State::Failed) else {
             return Err(ClientError::Unexpected);
         };
-        let udp = p1.nat.any();
+        let udp = self.udp(p1.nat);
         let offer = Qm1Offer {
             transforms: self.cfg.esp.clone(),
             encap: if udp {
