@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::esp::sa::Sa;
+use crate::esp::encap::{self, OuterParams};
+use crate::esp::sa::{Mode, Sa};
+use crate::wire::udp_encap;
 
-use super::chain::{ControlKind, Pkt, Shard, Verdict};
+use super::chain::{ControlKind, Pkt, Shard, Verdict, tunnel_addrs_for, tunnel_ipv4_out};
 use super::handoff::{Handoff, HandoffDir, HandoffPorts, inner_owner, outer_owner};
 pub use super::ports::{FrameSource, Inside, Outside, SendResult};
 use super::session::{OutboundId, Session, SessionError};
@@ -45,28 +47,76 @@ pub struct ControlMsg {
     pub worker: u16,
     /// Where it came from.
     pub peer: PeerKey,
+    /// Our address the packet was sent to (the outer destination).
+    pub local: Ipv4Addr,
+    /// Our UDP port the outer packet was sent to: 500 or 4500 for IKE (reply from the
+    /// same port: [`WorkerCmd::SendIke`]); for L2TP, 4500 under NAT-T, 0 under raw ESP,
+    /// 1701 for plain L2TP.
+    pub local_port: u16,
     /// Our (tunnel id, session id) for PPP control frames.
     pub session: Option<(u16, u16)>,
     /// The IKE message, L2TP control packet (header included) or PPP frame.
     pub data: Vec<u8>,
 }
 
-/// Commands from the control thread, applied between batches.
+/// Commands from the control thread, applied between batches, in the order they were
+/// sent (one FIFO queue per worker: a removal queued before an install that reuses the
+/// slot is always applied first).
 pub enum WorkerCmd {
-    /// Installs an inbound/outbound SA pair; the worker allocates the inbound SPI from
-    /// its table (the SPI encodes the worker) and replies with it.
+    /// Installs an inbound/outbound SA pair. The inbound SA carries its SPI, allocated
+    /// by the control thread from this worker's
+    /// [`SpiAllocator`](crate::esp::shard::SpiAllocator) (the SPI encodes the worker).
+    /// No reply: a refused pair (SPI of another worker, slot occupied, stale SPI) is
+    /// logged and counted in [`Stats::cmd_errors`](super::stats::Stats::cmd_errors).
     InstallSaPair {
-        /// Inbound SA (its SPI is replaced by the allocated one).
+        /// Inbound SA, under our SPI.
         inbound: Box<Sa>,
-        /// Outbound SA.
+        /// Outbound SA (the peer's SPI).
         outbound: Box<Sa>,
-        /// Gets the inbound SPI, or why it failed.
-        reply: Sender<Result<u32, String>>,
     },
-    /// Removes an SA pair by inbound SPI.
+    /// Removes an SA pair by inbound SPI. Sessions that kept it as their previous SA
+    /// (after [`WorkerCmd::RebindSessions`]) stop accepting it; sessions still bound to
+    /// it lose their outbound SA. Release the SPI to the allocator after queueing this.
     RemoveSaPair {
         /// Our SPI.
         inbound_spi: u32,
+    },
+    /// Phase 2 rekey, after the new pair is installed: every session bound to
+    /// `old_inbound_spi` is bound to `new_inbound_spi` and sends on the new pair's
+    /// outbound SA at once, and still accepts packets on the old SA until
+    /// `RemoveSaPair { old }`. Refused (logged, counted) if the new pair is not
+    /// installed.
+    RebindSessions {
+        /// Our SPI of the SA being replaced.
+        old_inbound_spi: u32,
+        /// Our SPI of the new SA.
+        new_inbound_spi: u32,
+    },
+    /// Sends one IKE message as a UDP datagram `local:local_port → peer:peer_port`,
+    /// behind the 4-octet non-ESP marker (RFC 3948 §2.2) when `local_port` is 4500.
+    SendIke {
+        /// The peer's address.
+        peer: Ipv4Addr,
+        /// The peer's UDP port (as seen on the wire, after NAT).
+        peer_port: u16,
+        /// Our address (source).
+        local: Ipv4Addr,
+        /// Our port: 500 or 4500 (the one the peer's message came to).
+        local_port: u16,
+        /// The bare IKE message (no marker).
+        data: Vec<u8>,
+    },
+    /// Reports the verified inbound packets of each listed inbound SA so far (for DPD
+    /// on demand: no change since the last query means the peer was idle). SPIs not
+    /// installed on this worker are left out of the reply. Costs the worker one table
+    /// lookup per SPI between two batches (tens of nanoseconds each): ask each worker
+    /// once per DPD round for all its SPIs rather than once per SA, and do not wait for
+    /// the answer in the control loop (poll the receiver).
+    QuerySaActivity {
+        /// Our inbound SPIs.
+        spis: Vec<u32>,
+        /// Gets `(spi, inbound packets so far)`.
+        reply: Sender<Vec<(u32, u64)>>,
     },
     /// Installs a session (after ICCN). Its outbound SA is found from `inbound_spi`.
     InstallSession(Box<Session>),
@@ -89,7 +139,9 @@ pub enum WorkerCmd {
         reply: Option<Sender<Option<crate::dataplane::session::SessionCounters>>>,
     },
     /// Sends an L2TP packet (control message, or data carrying a PPP control frame) to
-    /// a peer over UDP 1701, under its SA when `peer.spi` is not 0.
+    /// a peer over UDP 1701, under the outbound SA paired with inbound SPI `peer.spi`
+    /// when it is not 0 (after a rekey, the new or, until it is removed, the old SPI),
+    /// in an inner IPv4 header if that SA is tunnel mode.
     SendL2tp {
         /// Destination.
         peer: PeerKey,
@@ -408,6 +460,8 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
                 port: p.outer_sport,
                 spi: p.spi,
             },
+            local: p.outer_dst,
+            local_port: p.outer_dport,
             session,
             data: p.buf.as_ref()[p.start..p.end].to_vec(),
         };
@@ -424,30 +478,80 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
         while let Ok(cmd) = self.cmds.try_recv() {
             match cmd {
                 WorkerCmd::Stop => return false,
-                WorkerCmd::InstallSaPair {
-                    inbound,
-                    outbound,
-                    reply,
-                } => {
-                    let oid = self.shard.outbound.insert(*outbound);
-                    let r = self.shard.inbound.insert_with(|spi| inbound.with_spi(spi));
-                    let r = match r {
-                        Ok(spi) => {
+                WorkerCmd::InstallSaPair { inbound, outbound } => {
+                    let spi = inbound.spi();
+                    match self.shard.inbound.insert_at(spi, *inbound) {
+                        Ok(()) => {
+                            let oid = self.shard.outbound.insert(*outbound);
                             self.sa_pairs.insert(spi, oid);
-                            Ok(spi)
                         }
-                        Err(_) => {
-                            self.shard.outbound.remove(oid);
-                            Err("inbound SA table full".to_string())
+                        Err(e) => {
+                            self.shard.stats.cmd_errors += 1;
+                            tracing::warn!(worker = self.cfg.id, "SA pair not installed: {e}");
                         }
-                    };
-                    let _ = reply.send(r);
+                    }
                 }
                 WorkerCmd::RemoveSaPair { inbound_spi } => {
                     self.shard.inbound.remove(inbound_spi);
                     if let Some(oid) = self.sa_pairs.remove(&inbound_spi) {
                         self.shard.outbound.remove(oid);
                     }
+                    self.shard.sessions.forget_spi(inbound_spi);
+                }
+                WorkerCmd::RebindSessions {
+                    old_inbound_spi,
+                    new_inbound_spi,
+                } => match self.sa_pairs.get(&new_inbound_spi).copied() {
+                    Some(oid) => {
+                        let n =
+                            self.shard
+                                .sessions
+                                .rebind(old_inbound_spi, new_inbound_spi, Some(oid));
+                        tracing::debug!(
+                            worker = self.cfg.id,
+                            old = format_args!("{old_inbound_spi:#010x}"),
+                            new = format_args!("{new_inbound_spi:#010x}"),
+                            sessions = n,
+                            "sessions rebound"
+                        );
+                    }
+                    None => {
+                        self.shard.stats.cmd_errors += 1;
+                        tracing::warn!(
+                            worker = self.cfg.id,
+                            new = format_args!("{new_inbound_spi:#010x}"),
+                            "sessions not rebound: no SA pair under the new SPI"
+                        );
+                    }
+                },
+                WorkerCmd::SendIke {
+                    peer,
+                    peer_port,
+                    local,
+                    local_port,
+                    data,
+                } => {
+                    let marker: &[u8] = if local_port == udp_encap::NAT_T_PORT {
+                        &[0; udp_encap::NON_ESP_MARKER_LEN]
+                    } else {
+                        &[]
+                    };
+                    let p = self
+                        .udp_datagram(local_port, peer_port, [marker, &data])
+                        .and_then(|p| self.plain_ipv4(p, local, peer));
+                    if let Some(p) = p {
+                        to_outside.push(p);
+                    }
+                }
+                WorkerCmd::QuerySaActivity { spis, reply } => {
+                    let counts = spis
+                        .iter()
+                        .filter_map(|&spi| {
+                            let sa = self.shard.inbound.get(spi)?;
+                            Some((spi, sa.counters().packets))
+                        })
+                        .collect();
+                    let _ = reply.send(counts);
                 }
                 WorkerCmd::InstallSession(s) => {
                     let mut s = *s;
@@ -495,47 +599,82 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
         true
     }
 
-    /// Wraps an L2TP packet from the control thread in UDP 1701 → peer, then ESP under
-    /// the peer's SA (or plain outer IPv4), in a fresh frame.
-    fn build_l2tp(
-        &mut self,
-        peer: PeerKey,
-        local: Ipv4Addr,
-        packet: &[u8],
-    ) -> Option<Pkt<O::Frame>> {
-        use crate::esp::encap::{self, OuterParams};
-        let mut f = self.outside.alloc()?;
+    /// A fresh frame holding a UDP datagram `sport → dport` (checksum 0, which IPv4
+    /// allows) whose payload is `parts` one after the other, at the backend's headroom.
+    /// `None`, counted, when no frame is free or it would not fit.
+    fn udp_datagram(&mut self, sport: u16, dport: u16, parts: [&[u8]; 2]) -> Option<Pkt<O::Frame>> {
+        let Some(mut f) = self.outside.alloc() else {
+            self.shard.stats.drop(DropReason::TxFull);
+            return None;
+        };
         let head = self.outside.headroom();
         let buf = f.as_mut();
-        let udp_len = 8 + packet.len();
+        let udp_len = 8 + parts[0].len() + parts[1].len();
+        let Ok(udp_len16) = u16::try_from(udp_len) else {
+            self.outside.recycle(f);
+            self.shard.stats.drop(DropReason::TooLong);
+            return None;
+        };
+        // Room for ESP's trailer (or nothing, for plain UDP) behind the datagram.
         if head + udp_len + 64 > buf.len() {
             self.outside.recycle(f);
             self.shard.stats.drop(DropReason::TooLong);
             return None;
         }
         let u = &mut buf[head..head + udp_len];
-        u[0..2].copy_from_slice(&1701u16.to_be_bytes());
-        let dport = if peer.spi == 0 { peer.port } else { 1701 };
+        u[0..2].copy_from_slice(&sport.to_be_bytes());
         u[2..4].copy_from_slice(&dport.to_be_bytes());
-        u[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        u[4..6].copy_from_slice(&udp_len16.to_be_bytes());
         u[6..8].copy_from_slice(&[0, 0]);
-        u[8..].copy_from_slice(packet);
+        let (a, b) = u[8..].split_at_mut(parts[0].len());
+        a.copy_from_slice(parts[0]);
+        b.copy_from_slice(parts[1]);
         self.l2tp_ident = self.l2tp_ident.wrapping_add(1);
-        let mut p = Pkt::new(f, head, head + udp_len);
+        Some(Pkt::new(f, head, head + udp_len))
+    }
+
+    /// Puts an outer IPv4 header `local → peer` in front of the UDP datagram of `p` and
+    /// marks it ready to leave.
+    fn plain_ipv4(
+        &mut self,
+        mut p: Pkt<O::Frame>,
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+    ) -> Option<Pkt<O::Frame>> {
+        let Some(start) = p.start.checked_sub(encap::IPV4_HEADER_LEN) else {
+            self.shard.stats.drop(DropReason::NoRoom);
+            self.outside.recycle(p.buf);
+            return None;
+        };
+        let total = (p.end - start) as u16;
+        encap::write_ipv4_header(
+            &mut p.buf.as_mut()[start..p.start],
+            total,
+            self.l2tp_ident,
+            17,
+            local,
+            peer,
+        );
+        p.start = start;
+        p.verdict = Verdict::Forward;
+        Some(p)
+    }
+
+    /// Wraps an L2TP packet from the control thread in UDP 1701 → peer, then ESP under
+    /// the peer's SA (tunnel mode: with an inner IPv4 header) or plain outer IPv4, in a
+    /// fresh frame.
+    fn build_l2tp(
+        &mut self,
+        peer: PeerKey,
+        local: Ipv4Addr,
+        packet: &[u8],
+    ) -> Option<Pkt<O::Frame>> {
+        let dport = if peer.spi == 0 { peer.port } else { 1701 };
+        let p = self.udp_datagram(udp_encap::L2TP_PORT, dport, [&[], packet])?;
         if peer.spi == 0 {
-            let start = head - encap::IPV4_HEADER_LEN;
-            encap::write_ipv4_header(
-                &mut p.buf.as_mut()[start..head],
-                (udp_len + encap::IPV4_HEADER_LEN) as u16,
-                self.l2tp_ident,
-                17,
-                local,
-                peer.addr,
-            );
-            p.start = start;
-            p.verdict = Verdict::Forward;
-            return Some(p);
+            return self.plain_ipv4(p, local, peer.addr);
         }
+        let ident = self.l2tp_ident;
         let Some(sa) = self
             .sa_pairs
             .get(&peer.spi)
@@ -551,9 +690,24 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
             self.outside.recycle(p.buf);
             return None;
         };
+        let mut p = p;
+        let (payload, next_header) = match sa.mode() {
+            Mode::Transport => (p.start..p.end, 17),
+            Mode::Tunnel => {
+                let addrs = tunnel_addrs_for(&self.shard.inbound, [Some(peer.spi), None], sa);
+                let (s0, e0) = (p.start, p.end);
+                match tunnel_ipv4_out(p.buf.as_mut(), s0..e0, addrs, ident) {
+                    Ok(r) => (r, 4),
+                    Err(r) => {
+                        self.shard.stats.drop(r);
+                        self.outside.recycle(p.buf);
+                        return None;
+                    }
+                }
+            }
+        };
         let params = OuterParams::of(sa);
-        let (s0, e0) = (p.start, p.end);
-        match encap::encap(p.buf.as_mut(), s0..e0, &params, seq, 17, self.l2tp_ident) {
+        match encap::encap(p.buf.as_mut(), payload, &params, seq, next_header, ident) {
             Ok(e) => {
                 if sa
                     .cipher()

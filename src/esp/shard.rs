@@ -1049,7 +1049,8 @@ mod allocator_tests {
                         let spi = issued[i.index(issued.len())];
                         let t = &mut tables[usize::from(layout.worker_of(spi))];
                         let slot = layout.slot_of(spi);
-                        if installed.contains_key(&spi) {
+                        let occupied = installed.contains_key(&spi);
+                        if occupied {
                             prop_assert_eq!(t.insert_at(spi, 0), Err(InsertError::Occupied(spi)));
                         } else if live.contains(&spi) {
                             prop_assert_eq!(t.insert_at(spi, spi ^ 1), Ok(()));
