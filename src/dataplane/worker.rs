@@ -741,6 +741,347 @@ fn dst_of<B: AsRef<[u8]>>(p: &Pkt<B>) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::BorrowedFd;
+
+    use crate::crypto::{Backend, Transform};
+    use crate::dataplane::peer::{
+        FRAME_HEADROOM, GatewaySide, PeerParams, SimPeer, client_spi, frame_len, new_shard,
+        write_inner_udp,
+    };
+    use crate::esp::decap::{Classified, classify};
+    use crate::esp::shard::{SpiAllocators, SpiLayout};
+
+    const GW: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 254);
+    const INSIDE: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+
+    /// An outside that records what the worker sends.
+    #[derive(Default)]
+    struct Recorder {
+        sent: Vec<Vec<u8>>,
+    }
+
+    impl Outside for Recorder {
+        type Frame = Vec<u8>;
+        fn recv(&mut self, _: &mut Vec<Pkt<Vec<u8>>>, _: usize) -> usize {
+            0
+        }
+        fn send(&mut self, pkts: &mut Vec<Pkt<Vec<u8>>>) -> SendResult {
+            for p in pkts.drain(..) {
+                if p.verdict == Verdict::Forward {
+                    self.sent.push(p.buf[p.start..p.end].to_vec());
+                }
+            }
+            SendResult::default()
+        }
+        fn alloc(&mut self) -> Option<Vec<u8>> {
+            Some(vec![0; 2048])
+        }
+        fn recycle(&mut self, _: Vec<u8>) {}
+        fn headroom(&self) -> usize {
+            256
+        }
+        fn fds(&self) -> Vec<BorrowedFd<'_>> {
+            Vec::new()
+        }
+    }
+
+    struct NoInside;
+
+    impl Inside<Vec<u8>> for NoInside {
+        fn recv(
+            &mut self,
+            _: &mut dyn FrameSource<Vec<u8>>,
+            _: &mut Vec<Pkt<Vec<u8>>>,
+            _: usize,
+        ) -> usize {
+            0
+        }
+        fn send(&mut self, pkts: &[Pkt<Vec<u8>>]) -> usize {
+            pkts.len()
+        }
+        fn fds(&self) -> Vec<BorrowedFd<'_>> {
+            Vec::new()
+        }
+    }
+
+    struct Rig {
+        w: Worker<Recorder, NoInside>,
+        cmds: Sender<WorkerCmd>,
+        up: Receiver<ControlMsg>,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let (cmds, rx) = crossbeam_channel::unbounded();
+            let (up_tx, up) = crossbeam_channel::unbounded();
+            let cfg = WorkerConfig {
+                id: 0,
+                batch: 32,
+                idle_wait: Duration::from_millis(1),
+                workers: 1,
+                tunnel_bits: 0,
+                answer_ping_on: None,
+            };
+            let w = Worker::new(
+                cfg,
+                new_shard(16),
+                Recorder::default(),
+                NoInside,
+                rx,
+                up_tx,
+                Arc::new(SharedStats::default()),
+                Arc::new(AtomicBool::new(false)),
+            );
+            Rig { w, cmds, up }
+        }
+
+        /// Sends the commands and applies them; returns what they put on the wire.
+        fn run(&mut self, cmds: impl IntoIterator<Item = WorkerCmd>) -> Vec<Pkt<Vec<u8>>> {
+            for c in cmds {
+                self.cmds.send(c).unwrap();
+            }
+            let mut out = Vec::new();
+            assert!(self.w.apply_commands(&mut out));
+            out
+        }
+
+        fn decap(&mut self, pkts: Vec<Pkt<Vec<u8>>>) -> Vec<Pkt<Vec<u8>>> {
+            let mut pkts = pkts;
+            self.w.shard.decap_batch(&mut pkts);
+            pkts
+        }
+    }
+
+    fn params() -> PeerParams {
+        PeerParams {
+            transform: Transform::Aes128Gcm,
+            natt: true,
+            gateway: GW,
+            client: Ipv4Addr::new(203, 0, 113, 1),
+            client_port: 40001,
+            inner: Ipv4Addr::new(10, 99, 0, 10),
+            gw_ids: (100, 200),
+            client_ids: (300, 400),
+            backend: Backend::AwsLc,
+        }
+    }
+
+    fn from(peer: &mut SimPeer) -> Pkt<Vec<u8>> {
+        let mut f = vec![0u8; frame_len(100)];
+        let r = peer.inner_packet(&mut f, INSIDE, 100);
+        let o = peer.seal(&mut f, r).unwrap();
+        Pkt::new(f, o.start, o.end)
+    }
+
+    /// The SPI of an outer NAT-T ESP packet.
+    fn esp_spi(b: &[u8]) -> u32 {
+        u32::from_be_bytes([b[28], b[29], b[30], b[31]])
+    }
+
+    fn install(spis: &mut SpiAllocators, seed: u8) -> (u32, [WorkerCmd; 1], Session) {
+        let gw = GatewaySide::new(&params(), seed).unwrap();
+        let spi = spis.allocate(0).unwrap();
+        let cmd = WorkerCmd::InstallSaPair {
+            inbound: Box::new(gw.inbound.with_spi(spi)),
+            outbound: Box::new(gw.outbound),
+        };
+        let mut s = gw.session;
+        s.inbound_spi = Some(spi);
+        (spi, [cmd], s)
+    }
+
+    /// Phase 2 rekey: after RebindSessions both SAs decapsulate, everything outbound
+    /// (data and SendL2tp) uses the new pair; once the old pair is removed its packets
+    /// drop as unknown SPI.
+    #[test]
+    fn rekey_rebinds_sessions_without_loss() {
+        let mut rig = Rig::new();
+        let mut spis = SpiAllocators::new(SpiLayout::DEFAULT, 1).unwrap();
+        let (old, cmd, session) = install(&mut spis, 1);
+        rig.run(cmd);
+        rig.run([WorkerCmd::InstallSession(Box::new(session))]);
+        let mut c_old = SimPeer::client(params(), old, 1).unwrap();
+        let got = rig.decap(vec![from(&mut c_old)]);
+        assert_eq!(got[0].verdict, Verdict::Forward);
+
+        // Quick Mode rekey: the new pair, then the rebind.
+        let (new, cmd, _) = install(&mut spis, 2);
+        rig.run(cmd);
+        rig.run([WorkerCmd::RebindSessions {
+            old_inbound_spi: old,
+            new_inbound_spi: new,
+        }]);
+        let mut c_new = SimPeer::client(params(), new, 2).unwrap();
+        let got = rig.decap(vec![
+            from(&mut c_old),
+            from(&mut c_new),
+            from(&mut c_old),
+            from(&mut c_new),
+        ]);
+        for (k, p) in got.iter().enumerate() {
+            assert_eq!(p.verdict, Verdict::Forward, "#{k}");
+        }
+
+        // Outbound: the new pair at once, for data and for the control thread's L2TP.
+        let mut f = vec![0u8; frame_len(64)];
+        let r = write_inner_udp(&mut f, FRAME_HEADROOM, INSIDE, params().inner, 64);
+        let mut batch = vec![Pkt::new(f, r.start, r.end)];
+        rig.w.shard.encap_batch(&mut batch);
+        let p = &mut batch[0];
+        assert_eq!(p.verdict, Verdict::Forward);
+        assert_eq!(esp_spi(&p.buf[p.start..p.end]), client_spi(2));
+        let (s0, e0) = (p.start, p.end);
+        assert!(c_new.open(&mut p.buf, s0..e0).is_some());
+        let zlb = [0xc8, 0x02, 0, 12, 0, 100, 0, 0, 0, 1, 0, 1];
+        for spi in [new, old] {
+            let out = rig.run([WorkerCmd::SendL2tp {
+                peer: PeerKey {
+                    addr: params().client,
+                    port: params().client_port,
+                    spi,
+                },
+                local: GW,
+                packet: zlb.to_vec(),
+            }]);
+            assert_eq!(out.len(), 1);
+            let b = &out[0].buf[out[0].start..out[0].end];
+            // SendL2tp names the pair by inbound SPI: the old pair until it is removed.
+            let want = if spi == new {
+                client_spi(2)
+            } else {
+                client_spi(1)
+            };
+            assert_eq!(esp_spi(b), want);
+        }
+
+        // DPD: activity per inbound SA, unknown SPIs left out.
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        rig.run([WorkerCmd::QuerySaActivity {
+            spis: vec![old, new, 0x1234_5678],
+            reply: tx,
+        }]);
+        assert_eq!(rx.try_recv().unwrap(), vec![(old, 3), (new, 2)]);
+
+        // The old pair goes: its packets drop, counted; the new one carries on.
+        rig.run([WorkerCmd::RemoveSaPair { inbound_spi: old }]);
+        assert!(spis.release(old));
+        let got = rig.decap(vec![from(&mut c_old), from(&mut c_new)]);
+        assert_eq!(got[0].verdict, Verdict::Drop(DropReason::UnknownSpi));
+        assert_eq!(got[1].verdict, Verdict::Forward);
+        assert_eq!(rig.w.shard.stats.drops_for(DropReason::UnknownSpi), 1);
+        let idx = rig.w.shard.sessions.find_by_ids(100, 200).unwrap();
+        let s = rig.w.shard.sessions.get(idx).unwrap();
+        assert_eq!((s.inbound_spi, s.prev_inbound_spi), (Some(new), None));
+        assert_eq!(rig.w.shard.stats.cmd_errors, 0);
+
+        // The old slot is reused under a new generation; installing the old SPI again
+        // is refused (its slot holds the new tenant) and counted.
+        let (again, cmd, _) = install(&mut spis, 3);
+        assert_ne!(again, old);
+        rig.run(cmd);
+        let gw = GatewaySide::new(&params(), 4).unwrap();
+        rig.run([WorkerCmd::InstallSaPair {
+            inbound: Box::new(gw.inbound.with_spi(old)),
+            outbound: Box::new(gw.outbound),
+        }]);
+        // A rebind to a pair that is not installed is refused, counted.
+        rig.run([WorkerCmd::RebindSessions {
+            old_inbound_spi: new,
+            new_inbound_spi: 0x0400_1234,
+        }]);
+        assert_eq!(rig.w.shard.stats.cmd_errors, 2);
+        let s = rig.w.shard.sessions.get(idx).unwrap();
+        assert_eq!(s.inbound_spi, Some(new));
+    }
+
+    /// SendIke: one UDP datagram from our port to the peer's, with the non-ESP marker
+    /// on 4500; the chain reads it back as IKE. Control messages carry our address and
+    /// port.
+    #[test]
+    fn ike_goes_out_from_the_port_it_came_to() {
+        let mut rig = Rig::new();
+        let peer = Ipv4Addr::new(198, 51, 100, 7);
+        let msg: Vec<u8> = (0..60u8).collect();
+        let out = rig.run([
+            WorkerCmd::SendIke {
+                peer,
+                peer_port: 500,
+                local: GW,
+                local_port: 500,
+                data: msg.clone(),
+            },
+            WorkerCmd::SendIke {
+                peer,
+                peer_port: 4500,
+                local: GW,
+                local_port: 4500,
+                data: msg.clone(),
+            },
+        ]);
+        assert_eq!(out.len(), 2);
+        for (p, (port, marker)) in out.iter().zip([(500u16, 0usize), (4500, 4)]) {
+            assert_eq!(p.verdict, Verdict::Forward);
+            let b = &p.buf[p.start..p.end];
+            assert_eq!(b.len(), 20 + 8 + marker + msg.len());
+            assert!(crate::esp::decap::ipv4_header_ok(&b[..20]));
+            assert_eq!(
+                (b[9], &b[12..16], &b[16..20]),
+                (17, &GW.octets()[..], &peer.octets()[..])
+            );
+            assert_eq!(u16::from_be_bytes([b[20], b[21]]), port);
+            assert_eq!(u16::from_be_bytes([b[22], b[23]]), port);
+            assert_eq!(
+                usize::from(u16::from_be_bytes([b[24], b[25]])),
+                b.len() - 20
+            );
+            assert!(b[28..28 + marker].iter().all(|&x| x == 0));
+            assert_eq!(&b[28 + marker..], &msg[..]);
+            match classify(&p.buf, p.start..p.end).unwrap() {
+                Classified::Ike { msg: m, dport, .. } => {
+                    assert_eq!(dport, port);
+                    assert_eq!(&p.buf[m], &msg[..]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Too long for a frame: dropped, counted.
+        let out = rig.run([WorkerCmd::SendIke {
+            peer,
+            peer_port: 500,
+            local: GW,
+            local_port: 500,
+            data: vec![0; 4000],
+        }]);
+        assert!(out.is_empty());
+        assert_eq!(rig.w.shard.stats.drops_for(DropReason::TooLong), 1);
+
+        // Up: IKE from the golden capture keeps our address and port.
+        let reader =
+            crate::wire::pcap::Reader::new(include_bytes!("../../tests/data/ikev1-natt.pcap"))
+                .unwrap();
+        let frames: Vec<Vec<u8>> = reader.records().map(|r| r.unwrap().data.to_vec()).collect();
+        let pkts: Vec<Pkt<Vec<u8>>> = [0usize, 4]
+            .iter()
+            .map(|&i| Pkt::new(frames[i].clone(), 14, frames[i].len()))
+            .collect();
+        let pkts = rig.decap(pkts);
+        for p in &pkts {
+            let Verdict::ToControl(kind) = p.verdict else {
+                panic!("{:?}", p.verdict)
+            };
+            rig.w.pass_up(kind, p);
+        }
+        let ports: Vec<(Ipv4Addr, u16)> = rig
+            .up
+            .try_iter()
+            .map(|m| {
+                assert_eq!(m.kind, ControlKind::Ike);
+                (m.local, m.local_port)
+            })
+            .collect();
+        let dst = Ipv4Addr::new(frames[0][30], frames[0][31], frames[0][32], frames[0][33]);
+        assert_eq!(ports, vec![(dst, 500), (dst, 4500)]);
+    }
 
     #[test]
     fn echo_requests_are_answered_in_place() {
