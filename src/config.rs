@@ -178,99 +178,15 @@ impl fmt::Debug for Ipsec {
             .field("replay_window", &self.replay_window)
             .field("allow_3des", &self.allow_3des)
             .field("allow_modp1024", &self.allow_modp1024)
-            .field("ike_lifetime", &(self.ike_lifetime_min, self.ike_lifetime_max))
-            .field("esp_lifetime", &(self.esp_lifetime_min, self.esp_lifetime_max))
+            .field(
+                "ike_lifetime",
+                &(self.ike_lifetime_min, self.ike_lifetime_max),
+            )
+            .field(
+                "esp_lifetime",
+                &(self.esp_lifetime_min, self.esp_lifetime_max),
+            )
             .field("dpd_interval", &self.dpd_interval)
-            .finish()
-    }
-}
-
-/// `[l2tp]`.
-    #[serde(default)]
-    pub l2tp: L2tp,
-    /// `[ppp]`.
-    pub ppp: Ppp,
-    /// `[pool]`.
-    pub pool: Pool,
-    /// `[[user]]`, local users.
-    #[serde(default, rename = "user")]
-    pub users: Vec<User>,
-    /// `[accounting]`.
-    #[serde(default)]
-    pub accounting: Accounting,
-}
-
-/// How packets enter and leave.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum IoMode {
-    /// XDP when it can attach, sockets otherwise.
-    #[default]
-    Auto,
-    /// AF_XDP only (fails when it cannot attach).
-    Xdp,
-    /// UDP and raw sockets.
-    Socket,
-}
-
-/// `[gateway]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Gateway {
-    /// Outside IPv4 address the gateway answers on.
-    pub listen: Ipv4Addr,
-    /// Outside interface (AF_XDP attaches here when io allows).
-    #[serde(default)]
-    pub interface: Option<String>,
-    /// auto | xdp | socket.
-    #[serde(default)]
-    pub io: IoMode,
-    /// Pinned worker cores.
-    #[serde(default = "one")]
-    pub workers: usize,
-    /// "tun" (default) or an interface name (router mode).
-    #[serde(default = "tun")]
-    pub inside: String,
-    /// Name of the TUN device.
-    #[serde(default = "tun_name")]
-    pub tun_name: String,
-    /// UDP port for IKE.
-    #[serde(default = "p500")]
-    pub ike_port: u16,
-    /// UDP port for NAT-T.
-    #[serde(default = "p4500")]
-    pub natt_port: u16,
-    /// UDP port for L2TP.
-    #[serde(default = "p1701")]
-    pub l2tp_port: u16,
-}
-
-/// `[ipsec]`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Ipsec {
-    /// Pre-shared key for L2TP/IPsec clients (≥ 20 characters or a warning).
-    #[serde(default)]
-    pub psk: Option<Secret>,
-    /// ESP anti-replay window (64..=4096, multiple of 64).
-    #[serde(default = "replay_window")]
-    pub replay_window: u32,
-}
-
-impl Default for Ipsec {
-    fn default() -> Self {
-        Ipsec {
-            psk: None,
-            replay_window: replay_window(),
-        }
-    }
-}
-
-impl fmt::Debug for Ipsec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ipsec")
-            .field("psk", &self.psk.as_ref().map(|_| "<secret>"))
-            .field("replay_window", &self.replay_window)
             .finish()
     }
 }
@@ -584,17 +500,26 @@ impl Config {
         if ip.ike_lifetime_min == 0 || ip.ike_lifetime_min > ip.ike_lifetime_max {
             return Err(err(
                 "ipsec.ike_lifetime_min",
-                format!("{} must be in 1..=ike_lifetime_max ({})", ip.ike_lifetime_min, ip.ike_lifetime_max),
+                format!(
+                    "{} must be in 1..=ike_lifetime_max ({})",
+                    ip.ike_lifetime_min, ip.ike_lifetime_max
+                ),
             ));
         }
         if ip.esp_lifetime_min == 0 || ip.esp_lifetime_min > ip.esp_lifetime_max {
             return Err(err(
                 "ipsec.esp_lifetime_min",
-                format!("{} must be in 1..=esp_lifetime_max ({})", ip.esp_lifetime_min, ip.esp_lifetime_max),
+                format!(
+                    "{} must be in 1..=esp_lifetime_max ({})",
+                    ip.esp_lifetime_min, ip.esp_lifetime_max
+                ),
             ));
         }
         if ip.max_half_open == 0 || ip.max_half_open_per_peer == 0 {
-            return Err(err("ipsec.max_half_open", "must be at least 1 (also max_half_open_per_peer)"));
+            return Err(err(
+                "ipsec.max_half_open",
+                "must be at least 1 (also max_half_open_per_peer)",
+            ));
         }
         if ip.dh_per_second == 0 {
             return Err(err("ipsec.dh_per_second", "must be at least 1"));
@@ -611,7 +536,9 @@ impl Config {
             warnings.push("ipsec.allow_3des: 3DES is weak; enable only for old clients".into());
         }
         if ip.allow_modp1024 {
-            warnings.push("ipsec.allow_modp1024: MODP-1024 is weak; enable only for old clients".into());
+            warnings.push(
+                "ipsec.allow_modp1024: MODP-1024 is weak; enable only for old clients".into(),
+            );
         }
         if self.l2tp.hello_interval == 0 {
             return Err(err("l2tp.hello_interval", "must be at least 1 second"));

@@ -17,9 +17,9 @@ use crate::dataplane::io::tun::TunConfig;
 use crate::dataplane::runtime::{self, PlaneConfig, tunnel_bits};
 use crate::ike::v1::proposal::Algorithms;
 use crate::ike::v1::responder::{PeerPsk, Responder, ResponderConfig};
-use zeroize::Zeroizing;
 use crate::l2tp::{self, Lns, LnsConfig};
 use crate::ppp;
+use zeroize::Zeroizing;
 
 /// Everything `check-config` verifies beyond the file's own validation: the pool
 /// parses, users are valid, the local address is outside the pool.
@@ -151,7 +151,11 @@ pub fn run_with(path: &Path, stats: Option<&Path>) -> Result<(), String> {
         plane.cmds.clone(),
     );
     if cfg.ipsec.psk.is_some() || !cfg.ipsec.peers.is_empty() {
-        let spis = crate::control::ike::PlaneSpis(plane.spi_allocators()?);
+        let spis = crate::control::ike::PlaneSpis(
+            plane
+                .spi_allocators()
+                .map_err(|e| format!("gateway.workers: {e:?}"))?,
+        );
         let responder = Responder::new(ike_config(&cfg), Box::new(spis));
         let dpd = Duration::from_secs(cfg.ipsec.dpd_interval.max(1));
         control = control.with_ike(

@@ -12,7 +12,7 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use crate::dataplane::worker::{ControlMsg, WorkerCmd};
 use crate::esp::sa::{Direction, Encap, Lifetime, Limits, Sa, SaConfig};
 use crate::esp::shard::SpiAllocators;
-use crate::ike::v1::responder::{Action, Datagram, Install, Responder, SpiSource};
+use crate::ike::v1::responder::{Action, Datagram, Install, SpiSource};
 use crate::l2tp;
 
 use super::Control;
@@ -50,8 +50,16 @@ pub fn build_pair(i: &Install, s: SaSettings, now: Instant) -> Result<(Sa, Sa), 
     let c = &i.child;
     let encap = if c.udp {
         Encap::Udp {
-            local_port: if i.local.port() == 500 { 4500 } else { i.local.port() },
-            remote_port: if i.peer.port() == 500 { 4500 } else { i.peer.port() },
+            local_port: if i.local.port() == 500 {
+                4500
+            } else {
+                i.local.port()
+            },
+            remote_port: if i.peer.port() == 500 {
+                4500
+            } else {
+                i.peer.port()
+            },
         }
     } else {
         Encap::None
@@ -79,10 +87,20 @@ pub fn build_pair(i: &Install, s: SaSettings, now: Instant) -> Result<(Sa, Sa), 
         lifetime,
         backend: s.backend,
     };
-    let inbound = Sa::new(&cfg(c.inbound_spi, Direction::Inbound), &c.inbound_keymat, iv_seed(), now)
-        .map_err(|e| format!("inbound SA: {e:?}"))?;
-    let outbound = Sa::new(&cfg(c.outbound_spi, Direction::Outbound), &c.outbound_keymat, iv_seed(), now)
-        .map_err(|e| format!("outbound SA: {e:?}"))?;
+    let inbound = Sa::new(
+        &cfg(c.inbound_spi, Direction::Inbound),
+        &c.inbound_keymat,
+        iv_seed(),
+        now,
+    )
+    .map_err(|e| format!("inbound SA: {e:?}"))?;
+    let outbound = Sa::new(
+        &cfg(c.outbound_spi, Direction::Outbound),
+        &c.outbound_keymat,
+        iv_seed(),
+        now,
+    )
+    .map_err(|e| format!("outbound SA: {e:?}"))?;
     Ok((inbound, outbound))
 }
 
@@ -231,7 +249,12 @@ impl Control {
 
     /// The L2TP tunnels and calls over SA pair `old` now run over `new`.
     fn rebind_l2tp(&mut self, old: u32, new: u32) {
-        let keys: Vec<l2tp::PeerKey> = self.peer_worker.keys().filter(|k| k.spi == old).copied().collect();
+        let keys: Vec<l2tp::PeerKey> = self
+            .peer_worker
+            .keys()
+            .filter(|k| k.spi == old)
+            .copied()
+            .collect();
         for k in keys {
             let nk = l2tp::PeerKey { spi: new, ..k };
             self.lns.rekey_peer(k, nk);
@@ -249,20 +272,38 @@ impl Control {
     /// The SA pair is gone for good: its L2TP tunnels end (sessions, addresses and
     /// accounting follow).
     fn close_l2tp_over(&mut self, now: Instant, spi: u32, reason: &str) {
-        let keys: Vec<l2tp::PeerKey> = self.peer_worker.keys().filter(|k| k.spi == spi).copied().collect();
+        let keys: Vec<l2tp::PeerKey> = self
+            .peer_worker
+            .keys()
+            .filter(|k| k.spi == spi)
+            .copied()
+            .collect();
         for k in keys {
-            let result = l2tp::ResultCode::new(l2tp::stopccn::GENERAL_REQUEST, None, format!("IPsec SA gone: {reason}"));
+            let result = l2tp::ResultCode::new(
+                l2tp::stopccn::GENERAL_REQUEST,
+                None,
+                format!("IPsec SA gone: {reason}"),
+            );
             self.lns.close_peer(now, k, result);
             self.peer_worker.remove(&k);
         }
         // Calls whose tunnel did not see a control packet yet (no peer_worker entry).
-        let ids: Vec<(u16, u16)> = self.calls.iter().filter(|(_, c)| c.peer.spi == spi).map(|(i, _)| *i).collect();
+        let ids: Vec<(u16, u16)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.peer.spi == spi)
+            .map(|(i, _)| *i)
+            .collect();
         for ids in ids {
             self.lns.close_session(
                 now,
                 ids.0,
                 ids.1,
-                l2tp::ResultCode::new(l2tp::cdn::ADMINISTRATIVE, None, format!("IPsec SA gone: {reason}")),
+                l2tp::ResultCode::new(
+                    l2tp::cdn::ADMINISTRATIVE,
+                    None,
+                    format!("IPsec SA gone: {reason}"),
+                ),
             );
             if let Some(mut c) = self.calls.remove(&ids) {
                 c.link.lower_down(now);

@@ -361,6 +361,7 @@ impl Control {
                 1701
             },
             inbound_spi: (info.peer.spi != 0).then_some(info.peer.spi),
+            prev_inbound_spi: None,
             outbound: None,
             inner_addr: None,
             acfc: false,

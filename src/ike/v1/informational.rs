@@ -4,7 +4,9 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::wire::isakmp::{ChainBuilder, Delete, Header, Notification, exchange, flags, notify, payload};
+use crate::wire::isakmp::{
+    ChainBuilder, Delete, Header, Notification, exchange, flags, notify, payload,
+};
 
 use super::keys::{decrypt_message, encrypt_message, phase2_iv};
 use super::main_mode::Phase1Done;
@@ -64,7 +66,11 @@ pub fn dpd(p1: &Phase1Done, ack: bool, seq: u32) -> Result<Vec<u8>, QmError> {
         doi: DOI_IPSEC,
         protocol: PROTO_ISAKMP,
         spi: cookies(p1),
-        message_type: if ack { notify::R_U_THERE_ACK } else { notify::R_U_THERE },
+        message_type: if ack {
+            notify::R_U_THERE_ACK
+        } else {
+            notify::R_U_THERE
+        },
         data: seq.to_be_bytes().to_vec(),
     };
     build(p1, &[(payload::N, n.emit())])
@@ -131,7 +137,9 @@ pub fn open(p1: &Phase1Done, msg: &[u8], mid: u32) -> Result<Vec<Info>, QmError>
                 let Ok(n) = Notification::parse(item.body) else {
                     continue;
                 };
-                let seq = <[u8; 4]>::try_from(n.data.as_slice()).ok().map(u32::from_be_bytes);
+                let seq = <[u8; 4]>::try_from(n.data.as_slice())
+                    .ok()
+                    .map(u32::from_be_bytes);
                 out.push(match (n.message_type, seq) {
                     (notify::R_U_THERE, Some(s)) => Info::RUThere(s),
                     (notify::R_U_THERE_ACK, Some(s)) => Info::RUThereAck(s),

@@ -65,7 +65,7 @@ enum State {
     Mm1(Mm1Sent),
     Mm3(Box<Mm3Sent>),
     Mm5(Box<Mm5Sent>),
-    Qm1(Box<Phase1Done>, Qm1Sent),
+    Qm1(Box<Phase1Done>, Box<Qm1Sent>),
     Up(Box<Phase1Done>),
     Failed,
 }
@@ -163,7 +163,9 @@ impl Client {
     /// Handles one datagram from the gateway; returns what to send.
     pub fn input(&mut self, data: &[u8]) -> Result<Option<Outgoing>, ClientError> {
         let h = Header::parse(data).map_err(|_| ClientError::Unexpected)?;
-        let plain = || Chain::parse(h.next_payload, &data[HEADER_LEN..]).map_err(|_| ClientError::Unexpected);
+        let plain = || {
+            Chain::parse(h.next_payload, &data[HEADER_LEN..]).map_err(|_| ClientError::Unexpected)
+        };
         let algs = Algorithms {
             allow_3des: true,
             allow_modp1024: true,
@@ -183,7 +185,13 @@ impl Client {
                 Ok(Some(self.out(mm3)))
             }
             State::Mm3(s) if h.exchange == exchange::MAIN => {
-                let (next, mm5) = s.on_mm4(&plain()?, &self.cfg.psk, self.local, self.gateway, self.cfg.initial_contact)?;
+                let (next, mm5) = s.on_mm4(
+                    &plain()?,
+                    &self.cfg.psk,
+                    self.local,
+                    self.gateway,
+                    self.cfg.initial_contact,
+                )?;
                 if self.udp(next.nat()) {
                     self.local.set_port(self.cfg.natt_port);
                     self.gateway.set_port(self.cfg.natt_port);
@@ -214,16 +222,20 @@ impl Client {
                     natoa: udp.then(|| (*self.cfg.local.ip(), *self.cfg.gateway.ip())),
                 };
                 let (qm, qm1) = quick_mode::initiate(&p1, offer, self.our_spi)?;
-                self.state = State::Qm1(Box::new(p1), qm);
+                self.state = State::Qm1(Box::new(p1), Box::new(qm));
                 Ok(Some(self.out(qm1)))
             }
-            State::Qm1(p1, qm) if h.exchange == exchange::QUICK && h.message_id == qm.message_id => {
+            State::Qm1(p1, qm)
+                if h.exchange == exchange::QUICK && h.message_id == qm.message_id =>
+            {
                 let (child, qm3) = qm.on_qm2(&p1, data, &algs)?;
                 self.child = Some(child);
                 self.state = State::Up(p1);
                 Ok(Some(self.out(qm3)))
             }
-            State::Up(p1) if h.exchange == exchange::INFORMATIONAL && h.flags & flags::ENCRYPTION != 0 => {
+            State::Up(p1)
+                if h.exchange == exchange::INFORMATIONAL && h.flags & flags::ENCRYPTION != 0 =>
+            {
                 let items = informational::open(&p1, data, h.message_id);
                 let mut reply = None;
                 if let Ok(items) = items {
@@ -270,7 +282,7 @@ impl Client {
         match r {
             Ok((qm, qm1)) => {
                 self.our_spi = our_spi;
-                self.state = State::Qm1(p1, qm);
+                self.state = State::Qm1(p1, Box::new(qm));
                 Ok(self.out(qm1))
             }
             Err(e) => {
@@ -285,7 +297,9 @@ impl Client {
         let State::Up(p1) = &self.state else {
             return None;
         };
-        informational::delete_esp(p1, &[our_spi]).ok().map(|m| self.out(m))
+        informational::delete_esp(p1, &[our_spi])
+            .ok()
+            .map(|m| self.out(m))
     }
 
     /// Deletes the ESP SA and the ISAKMP SA (what a client sends on disconnect).

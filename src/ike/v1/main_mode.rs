@@ -126,7 +126,9 @@ pub fn on_mm1(
     algs: &Algorithms,
     rcookie: [u8; 8],
 ) -> Result<(Mm2Sent, Vec<u8>), MmError> {
-    let sai_b = chain.get(payload::SA).ok_or(MmError::Malformed("MM1 without SA"))?;
+    let sai_b = chain
+        .get(payload::SA)
+        .ok_or(MmError::Malformed("MM1 without SA"))?;
     let sa = SaPayload::parse(sai_b).map_err(|_| MmError::Malformed("MM1 SA payload"))?;
     let sel = proposal::select_phase1(&sa, algs)
         .ok_or_else(|| MmError::NoProposal(proposal::describe_offer(&sa)))?;
@@ -170,7 +172,9 @@ pub fn notify_plain(icookie: [u8; 8], rcookie: [u8; 8], message_type: u16) -> Ve
 }
 
 fn nonce(chain: &Chain<'_>) -> Result<Vec<u8>, MmError> {
-    let n = chain.get(payload::NONCE).ok_or(MmError::Malformed("no nonce"))?;
+    let n = chain
+        .get(payload::NONCE)
+        .ok_or(MmError::Malformed("no nonce"))?;
     // RFC 2409 §5: 8..=256 octets.
     if !(8..=256).contains(&n.len()) {
         return Err(MmError::Malformed("nonce length"));
@@ -297,7 +301,8 @@ impl Mm4Sent {
                 &self.icookie,
                 &self.rcookie,
             );
-            let Ok((h, plain, last)) = decrypt_message(self.choice.cipher, &keys.ka, &iv, msg) else {
+            let Ok((h, plain, last)) = decrypt_message(self.choice.cipher, &keys.ka, &iv, msg)
+            else {
                 return Err(MmError::Malformed("MM5 length"));
             };
             let Ok(chain) = Chain::parse(h.next_payload, &plain) else {
@@ -321,7 +326,10 @@ impl Mm4Sent {
             let Ok(peer_id) = Identification::parse(idii_b) else {
                 continue;
             };
-            if cand.id.is_some_and(|id| !bool::from(id.ct_eq(&peer_id.data))) {
+            if cand
+                .id
+                .is_some_and(|id| !bool::from(id.ct_eq(&peer_id.data)))
+            {
                 continue;
             }
             let initial_contact = chain.all(payload::N).any(|n| {
@@ -414,14 +422,19 @@ impl Mm1Sent {
         local: SocketAddrV4,
         peer: SocketAddrV4,
     ) -> Result<(Mm3Sent, Vec<u8>), MmError> {
-        let sa = chain.get(payload::SA).ok_or(MmError::Malformed("MM2 without SA"))?;
+        let sa = chain
+            .get(payload::SA)
+            .ok_or(MmError::Malformed("MM2 without SA"))?;
         let sa = SaPayload::parse(sa).map_err(|_| MmError::Malformed("MM2 SA payload"))?;
         let choice = proposal::accept_phase1_reply(&sa, algs)
             .ok_or_else(|| MmError::NoProposal(proposal::describe_offer(&sa)))?;
         let natt = NatT::from_vids(chain.all(payload::VID));
         let peer_dpd = chain.all(payload::VID).any(|v| v == vendor::DPD);
         let rcookie = h.responder_cookie;
-        let secret = choice.group.generate().map_err(|e| MmError::Crypto(e.to_string()))?;
+        let secret = choice
+            .group
+            .generate()
+            .map_err(|e| MmError::Crypto(e.to_string()))?;
         let ni = rand_bytes::<32>()?.to_vec();
         let mut b = ChainBuilder::new();
         b.push(payload::KE, secret.public());
@@ -474,7 +487,14 @@ impl Mm3Sent {
         let mut nat = NatStatus::default();
         if let Some(n) = self.natt {
             let received: Vec<&[u8]> = chain.all(n.natd_type()).collect();
-            nat = natd::detect(self.choice.hash, &self.icookie, &self.rcookie, &received, local, peer);
+            nat = natd::detect(
+                self.choice.hash,
+                &self.icookie,
+                &self.rcookie,
+                &received,
+                local,
+                peer,
+            );
         }
         let keys = Phase1Keys::derive_psk(
             self.choice.hash,
@@ -493,7 +513,14 @@ impl Mm3Sent {
             data: local.ip().octets().to_vec(),
         };
         let idii_b = id.emit();
-        let hash_i = keys.hash_i(&gxi, &gxr, &self.icookie, &self.rcookie, &self.sai_b, &idii_b);
+        let hash_i = keys.hash_i(
+            &gxi,
+            &gxr,
+            &self.icookie,
+            &self.rcookie,
+            &self.sai_b,
+            &idii_b,
+        );
         let mut b = ChainBuilder::new();
         b.push(payload::ID, &idii_b);
         b.push(payload::HASH, &hash_i);
@@ -557,10 +584,18 @@ impl Mm5Sent {
         let (h, plain, last) = decrypt_message(d.choice.cipher, &d.keys.ka, &self.iv, msg)
             .map_err(|_| MmError::Malformed("MM6 length"))?;
         let chain = Chain::parse(h.next_payload, &plain).map_err(|_| MmError::Auth)?;
-        let (Some(idir_b), Some(hash_r)) = (chain.get(payload::ID), chain.get(payload::HASH)) else {
+        let (Some(idir_b), Some(hash_r)) = (chain.get(payload::ID), chain.get(payload::HASH))
+        else {
             return Err(MmError::Auth);
         };
-        let want = d.keys.hash_r(&self.gxr, &self.gxi, &d.rcookie, &d.icookie, &self.sai_b, idir_b);
+        let want = d.keys.hash_r(
+            &self.gxr,
+            &self.gxi,
+            &d.rcookie,
+            &d.icookie,
+            &self.sai_b,
+            idir_b,
+        );
         if !bool::from(want.as_slice().ct_eq(hash_r)) {
             return Err(MmError::Auth);
         }

@@ -42,7 +42,10 @@ impl<'a> Chain<'a> {
                 end: off,
             });
             if items.len() > 64 {
-                return Err(Malformed);
+                return Err(Malformed::new(
+                    "payload chain",
+                    crate::wire::Error::Unsupported,
+                ));
             }
         }
         Ok(Chain { items, bytes })
@@ -55,7 +58,10 @@ impl<'a> Chain<'a> {
 
     /// Every payload of type `ty`.
     pub fn all(&self, ty: u8) -> impl Iterator<Item = &'a [u8]> + '_ {
-        self.items.iter().filter(move |i| i.ty == ty).map(|i| i.body)
+        self.items
+            .iter()
+            .filter(move |i| i.ty == ty)
+            .map(|i| i.body)
     }
 
     /// True when the chain starts with a payload of type `ty`.

@@ -23,8 +23,8 @@ impl NatT {
     pub fn from_vids<'a>(vids: impl Iterator<Item = &'a [u8]>) -> Option<NatT> {
         let mut best = None;
         for v in vids {
-            match vendor::is_nat_t(v) {
-                Some(vendor::NatTVariant::Rfc) => return Some(NatT::Rfc),
+            match isakmp::is_nat_t(v) {
+                Some(isakmp::NatTVariant::Rfc) => return Some(NatT::Rfc),
                 Some(_) => best = Some(NatT::Draft),
                 None => {}
             }
@@ -106,7 +106,7 @@ pub fn detect(
     let theirs = natd_hash(hash, cky_i, cky_r, *peer.ip(), peer.port());
     NatStatus {
         local_behind_nat: *first != ours.as_slice(),
-        peer_behind_nat: !rest.iter().any(|r| *r == theirs.as_slice()),
+        peer_behind_nat: !rest.contains(&theirs.as_slice()),
     }
 }
 

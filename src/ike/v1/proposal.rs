@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use crate::crypto::Transform as EspTransform;
 use crate::esp::sa::Mode;
-use crate::wire::isakmp::{AttrValue, Attribute, Proposal, SaPayload, Transform, p1, p1attr, p2, p2attr};
+use crate::wire::isakmp::{
+    AttrValue, Attribute, Proposal, SaPayload, Transform, p1, p1attr, p2, p2attr,
+};
 
 use super::crypto::{DhGroup, HashAlg, IkeCipher};
 
@@ -84,7 +86,11 @@ pub struct Phase1Selected {
 
 /// Life type/duration pairs of a transform (both phases use the same layout with
 /// different attribute numbers).
-fn lifetimes(attrs: &[Attribute], life_type: u16, life_duration: u16) -> (Option<u64>, Option<u64>) {
+fn lifetimes(
+    attrs: &[Attribute],
+    life_type: u16,
+    life_duration: u16,
+) -> (Option<u64>, Option<u64>) {
     let (mut secs, mut kb) = (None, None);
     let mut current = None;
     for a in attrs {
@@ -102,7 +108,10 @@ fn lifetimes(attrs: &[Attribute], life_type: u16, life_duration: u16) -> (Option
 }
 
 fn attr(attrs: &[Attribute], kind: u16) -> Option<u64> {
-    attrs.iter().find(|a| a.kind == kind).and_then(|a| a.as_u64())
+    attrs
+        .iter()
+        .find(|a| a.kind == kind)
+        .and_then(|a| a.as_u64())
 }
 
 fn clamp(v: Option<u64>, (lo, hi): (Duration, Duration), default: Duration) -> Duration {
@@ -196,7 +205,12 @@ fn basic(kind: u16, v: u16) -> Attribute {
 fn life_value(secs: u64) -> AttrValue {
     match u16::try_from(secs) {
         Ok(v) => AttrValue::Basic(v),
-        Err(_) => AttrValue::Variable(u32::try_from(secs).unwrap_or(u32::MAX).to_be_bytes().to_vec()),
+        Err(_) => AttrValue::Variable(
+            u32::try_from(secs)
+                .unwrap_or(u32::MAX)
+                .to_be_bytes()
+                .to_vec(),
+        ),
     }
 }
 
@@ -286,10 +300,22 @@ impl EncapMode {
         match self {
             EncapMode::Plain(Mode::Tunnel) => p2::MODE_TUNNEL,
             EncapMode::Plain(Mode::Transport) => p2::MODE_TRANSPORT,
-            EncapMode::Udp { mode: Mode::Tunnel, draft: false } => p2::MODE_UDP_TUNNEL_RFC,
-            EncapMode::Udp { mode: Mode::Transport, draft: false } => p2::MODE_UDP_TRANSPORT_RFC,
-            EncapMode::Udp { mode: Mode::Tunnel, draft: true } => p2::MODE_UDP_TUNNEL_DRAFT,
-            EncapMode::Udp { mode: Mode::Transport, draft: true } => p2::MODE_UDP_TRANSPORT_DRAFT,
+            EncapMode::Udp {
+                mode: Mode::Tunnel,
+                draft: false,
+            } => p2::MODE_UDP_TUNNEL_RFC,
+            EncapMode::Udp {
+                mode: Mode::Transport,
+                draft: false,
+            } => p2::MODE_UDP_TRANSPORT_RFC,
+            EncapMode::Udp {
+                mode: Mode::Tunnel,
+                draft: true,
+            } => p2::MODE_UDP_TUNNEL_DRAFT,
+            EncapMode::Udp {
+                mode: Mode::Transport,
+                draft: true,
+            } => p2::MODE_UDP_TRANSPORT_DRAFT,
         }
     }
 

@@ -20,7 +20,9 @@ use zeroize::Zeroizing;
 
 use crate::crypto::Transform as EspTransform;
 use crate::esp::sa::Mode;
-use crate::wire::isakmp::{ChainBuilder, Header, Identification, Notification, SaPayload, exchange, flags, notify, payload};
+use crate::wire::isakmp::{
+    ChainBuilder, Header, Identification, Notification, SaPayload, exchange, flags, notify, payload,
+};
 
 use super::crypto::DhGroup;
 use super::keys::{decrypt_message, encrypt_message, phase2_iv};
@@ -105,7 +107,9 @@ fn header(p1: &Phase1Done, mid: u32) -> Header {
 }
 
 fn nonce(chain: &Chain<'_>) -> Result<Vec<u8>, QmError> {
-    let n = chain.get(payload::NONCE).ok_or(QmError::Malformed("no nonce"))?;
+    let n = chain
+        .get(payload::NONCE)
+        .ok_or(QmError::Malformed("no nonce"))?;
     if !(8..=256).contains(&n.len()) {
         return Err(QmError::Malformed("nonce length"));
     }
@@ -146,16 +150,24 @@ fn ids(chain: &Chain<'_>) -> Result<Option<(Identification, Identification)>, Qm
     }
 }
 
-fn pfs_exchange(group: Option<DhGroup>, chain: &Chain<'_>) -> Result<Option<(Vec<u8>, Zeroizing<Vec<u8>>)>, QmError> {
+fn pfs_exchange(group: Option<DhGroup>, chain: &Chain<'_>) -> Result<Option<PfsResult>, QmError> {
     let Some(g) = group else {
         return Ok(None);
     };
-    let peer = chain.get(payload::KE).ok_or(QmError::Malformed("PFS without KE"))?;
+    let peer = chain
+        .get(payload::KE)
+        .ok_or(QmError::Malformed("PFS without KE"))?;
     let s = g.generate().map_err(|e| QmError::Crypto(e.to_string()))?;
     let public = s.public().to_vec();
     let gxy = s.agree(peer).map_err(|_| QmError::BadKe)?;
     Ok(Some((public, gxy)))
 }
+
+/// Our PFS public value and g^xy.
+type PfsResult = (Vec<u8>, Zeroizing<Vec<u8>>);
+
+/// Header, plaintext chain and last cipher block of a decrypted message.
+type Opened = (Header, Zeroizing<Vec<u8>>, Vec<u8>);
 
 /// RESPONDER-LIFETIME (RFC 2407 §4.6.3.1) carrying our time lifetime.
 fn responder_lifetime(our_spi: u32, lifetime: Duration) -> Vec<u8> {
@@ -183,8 +195,9 @@ pub struct Qm2Sent {
 }
 
 /// Decrypts a Quick Mode or informational message under phase 1 keys.
-fn open(p1: &Phase1Done, iv: &[u8], msg: &[u8]) -> Result<(Header, Zeroizing<Vec<u8>>, Vec<u8>), QmError> {
-    decrypt_message(p1.choice.cipher, &p1.keys.ka, iv, msg).map_err(|_| QmError::Malformed("ciphertext length"))
+fn open(p1: &Phase1Done, iv: &[u8], msg: &[u8]) -> Result<Opened, QmError> {
+    decrypt_message(p1.choice.cipher, &p1.keys.ka, iv, msg)
+        .map_err(|_| QmError::Malformed("ciphertext length"))
 }
 
 /// Responder: QM1 → QM2, and the SA pair to install as QM2 leaves (it is activated
@@ -196,7 +209,12 @@ pub fn on_qm1(
     algs: &Algorithms,
     our_spi: u32,
 ) -> Result<(Qm2Sent, ChildSa, Vec<u8>), QmError> {
-    let iv0 = phase2_iv(p1.choice.hash, p1.choice.cipher, &p1.p1_last_block, message_id);
+    let iv0 = phase2_iv(
+        p1.choice.hash,
+        p1.choice.cipher,
+        &p1.p1_last_block,
+        message_id,
+    );
     let (h, plain, last) = open(p1, &iv0, msg)?;
     let chain = Chain::parse(h.next_payload, &plain).map_err(|_| QmError::Hash)?;
     if !chain.starts_with(payload::HASH) {
@@ -207,7 +225,9 @@ pub fn on_qm1(
     if !bool::from(want.as_slice().ct_eq(hash1)) {
         return Err(QmError::Hash);
     }
-    let sa = chain.get(payload::SA).ok_or(QmError::Malformed("QM1 without SA"))?;
+    let sa = chain
+        .get(payload::SA)
+        .ok_or(QmError::Malformed("QM1 without SA"))?;
     let sa = SaPayload::parse(sa).map_err(|_| QmError::Malformed("QM1 SA payload"))?;
     let sel = proposal::select_phase2(&sa, algs, our_spi)
         .ok_or_else(|| QmError::NoProposal(proposal::describe_offer(&sa)))?;
@@ -231,12 +251,21 @@ pub fn on_qm1(
         rest.push(payload::ID, &r.emit());
     }
     if sel.choice.shortened {
-        rest.push(payload::N, &responder_lifetime(our_spi, sel.choice.lifetime));
+        rest.push(
+            payload::N,
+            &responder_lifetime(our_spi, sel.choice.lifetime),
+        );
     }
     let hash2 = p1.keys.hash_a(message_id, &[&ni, rest.bytes()]);
     let b = with_hash_first(&hash2, &rest);
-    let (qm2, iv) = encrypt_message(p1.choice.cipher, &p1.keys.ka, &last, header(p1, message_id), &b)
-        .map_err(|e| QmError::Crypto(e.to_string()))?;
+    let (qm2, iv) = encrypt_message(
+        p1.choice.cipher,
+        &p1.keys.ka,
+        &last,
+        header(p1, message_id),
+        &b,
+    )
+    .map_err(|e| QmError::Crypto(e.to_string()))?;
 
     let c = sel.choice;
     let klen = c.transform.keymat_len();
@@ -255,18 +284,18 @@ pub fn on_qm1(
             nr,
         },
         ChildSa {
-                inbound_spi: our_spi,
-                outbound_spi: c.peer_spi,
-                transform: c.transform,
-                mode: c.encap.mode(),
-                udp: c.encap.udp(),
-                lifetime: c.lifetime,
-                lifetime_kb: c.lifetime_kb,
-                inbound_keymat,
-                outbound_keymat,
-                local_ts,
-                peer_ts,
-                peer_original,
+            inbound_spi: our_spi,
+            outbound_spi: c.peer_spi,
+            transform: c.transform,
+            mode: c.encap.mode(),
+            udp: c.encap.udp(),
+            lifetime: c.lifetime,
+            lifetime_kb: c.lifetime_kb,
+            inbound_keymat,
+            outbound_keymat,
+            local_ts,
+            peer_ts,
+            peer_original,
         },
         qm2,
     ))
@@ -277,7 +306,9 @@ impl Qm2Sent {
     pub fn on_qm3(&self, p1: &Phase1Done, msg: &[u8]) -> Result<(), QmError> {
         let (h, plain, _) = open(p1, &self.iv, msg)?;
         let chain = Chain::parse(h.next_payload, &plain).map_err(|_| QmError::Hash)?;
-        let got = chain.get(payload::HASH).ok_or(QmError::Malformed("QM3 without HASH"))?;
+        let got = chain
+            .get(payload::HASH)
+            .ok_or(QmError::Malformed("QM3 without HASH"))?;
         let want = p1.keys.qm_hash3(self.message_id, &self.ni, &self.nr);
         if bool::from(want.as_slice().ct_eq(got)) {
             Ok(())
@@ -318,7 +349,11 @@ pub struct Qm1Sent {
 }
 
 /// Initiator: builds QM1 with `our_spi` (our inbound SPI for the new pair).
-pub fn initiate(p1: &Phase1Done, offer: Qm1Offer, our_spi: u32) -> Result<(Qm1Sent, Vec<u8>), QmError> {
+pub fn initiate(
+    p1: &Phase1Done,
+    offer: Qm1Offer,
+    our_spi: u32,
+) -> Result<(Qm1Sent, Vec<u8>), QmError> {
     let message_id = new_message_id()?;
     let ni = rand32()?;
     let pfs = match offer.pfs {
@@ -326,7 +361,13 @@ pub fn initiate(p1: &Phase1Done, offer: Qm1Offer, our_spi: u32) -> Result<(Qm1Se
         None => None,
     };
     let mut rest = ChainBuilder::new();
-    let sa = proposal::offer_phase2(&offer.transforms, offer.encap, offer.pfs, offer.lifetime, our_spi);
+    let sa = proposal::offer_phase2(
+        &offer.transforms,
+        offer.encap,
+        offer.pfs,
+        offer.lifetime,
+        our_spi,
+    );
     rest.push(payload::SA, &sa);
     rest.push(payload::NONCE, &ni);
     if let Some(s) = &pfs {
@@ -342,9 +383,20 @@ pub fn initiate(p1: &Phase1Done, offer: Qm1Offer, our_spi: u32) -> Result<(Qm1Se
     }
     let hash1 = p1.keys.hash_a(message_id, &[rest.bytes()]);
     let b = with_hash_first(&hash1, &rest);
-    let iv0 = phase2_iv(p1.choice.hash, p1.choice.cipher, &p1.p1_last_block, message_id);
-    let (qm1, iv) = encrypt_message(p1.choice.cipher, &p1.keys.ka, &iv0, header(p1, message_id), &b)
-        .map_err(|e| QmError::Crypto(e.to_string()))?;
+    let iv0 = phase2_iv(
+        p1.choice.hash,
+        p1.choice.cipher,
+        &p1.p1_last_block,
+        message_id,
+    );
+    let (qm1, iv) = encrypt_message(
+        p1.choice.cipher,
+        &p1.keys.ka,
+        &iv0,
+        header(p1, message_id),
+        &b,
+    )
+    .map_err(|e| QmError::Crypto(e.to_string()))?;
     Ok((
         Qm1Sent {
             message_id,
@@ -360,7 +412,12 @@ pub fn initiate(p1: &Phase1Done, offer: Qm1Offer, our_spi: u32) -> Result<(Qm1Se
 
 impl Qm1Sent {
     /// Initiator: QM2 → QM3 and the SA pair.
-    pub fn on_qm2(self, p1: &Phase1Done, msg: &[u8], algs: &Algorithms) -> Result<(ChildSa, Vec<u8>), QmError> {
+    pub fn on_qm2(
+        self,
+        p1: &Phase1Done,
+        msg: &[u8],
+        algs: &Algorithms,
+    ) -> Result<(ChildSa, Vec<u8>), QmError> {
         let (h, plain, last) = open(p1, &self.iv, msg)?;
         let chain = Chain::parse(h.next_payload, &plain).map_err(|_| QmError::Hash)?;
         if !chain.starts_with(payload::HASH) {
@@ -368,30 +425,46 @@ impl Qm1Sent {
         }
         let nr = nonce(&chain)?;
         let got = chain.get(payload::HASH).unwrap_or_default();
-        let want = p1.keys.hash_a(self.message_id, &[&self.ni, chain.after_first()]);
+        let want = p1
+            .keys
+            .hash_a(self.message_id, &[&self.ni, chain.after_first()]);
         if !bool::from(want.as_slice().ct_eq(got)) {
             return Err(QmError::Hash);
         }
-        let sa = chain.get(payload::SA).ok_or(QmError::Malformed("QM2 without SA"))?;
+        let sa = chain
+            .get(payload::SA)
+            .ok_or(QmError::Malformed("QM2 without SA"))?;
         let sa = SaPayload::parse(sa).map_err(|_| QmError::Malformed("QM2 SA payload"))?;
         let c = proposal::accept_phase2_reply(&sa, algs)
             .ok_or_else(|| QmError::NoProposal(proposal::describe_offer(&sa)))?;
         let gxy = match self.pfs {
             Some(s) => {
-                let ke = chain.get(payload::KE).ok_or(QmError::Malformed("PFS without KE"))?;
+                let ke = chain
+                    .get(payload::KE)
+                    .ok_or(QmError::Malformed("PFS without KE"))?;
                 Some(s.agree(ke).map_err(|_| QmError::BadKe)?)
             }
             None => None,
         };
         let klen = c.transform.keymat_len();
         let g = gxy.as_ref().map(|g| g.as_slice());
-        let inbound_keymat = p1.keys.keymat(g, PROTO_ESP, self.our_spi, &self.ni, &nr, klen);
-        let outbound_keymat = p1.keys.keymat(g, PROTO_ESP, c.peer_spi, &self.ni, &nr, klen);
+        let inbound_keymat = p1
+            .keys
+            .keymat(g, PROTO_ESP, self.our_spi, &self.ni, &nr, klen);
+        let outbound_keymat = p1
+            .keys
+            .keymat(g, PROTO_ESP, c.peer_spi, &self.ni, &nr, klen);
         let hash3 = p1.keys.qm_hash3(self.message_id, &self.ni, &nr);
         let mut b = ChainBuilder::new();
         b.push(payload::HASH, &hash3);
-        let (qm3, _) = encrypt_message(p1.choice.cipher, &p1.keys.ka, &last, header(p1, self.message_id), &b)
-            .map_err(|e| QmError::Crypto(e.to_string()))?;
+        let (qm3, _) = encrypt_message(
+            p1.choice.cipher,
+            &p1.keys.ka,
+            &last,
+            header(p1, self.message_id),
+            &b,
+        )
+        .map_err(|e| QmError::Crypto(e.to_string()))?;
         let (local_ts, peer_ts) = match self.offer.ids {
             Some((i, r)) => (Some(i), Some(r)),
             None => (None, None),

@@ -414,7 +414,10 @@ impl Responder {
         let encrypted = h.flags & flags::ENCRYPTION != 0;
         match std::mem::replace(&mut half.state, HalfState::Gone) {
             HalfState::Mm2(s) if !encrypted => {
-                let chain = match Chain::parse(h.next_payload, &d.data[crate::wire::isakmp::HEADER_LEN..]) {
+                let chain = match Chain::parse(
+                    h.next_payload,
+                    &d.data[crate::wire::isakmp::HEADER_LEN..],
+                ) {
                     Ok(c) => c,
                     Err(_) => {
                         self.restore(cookies, HalfState::Mm2(s));
@@ -526,7 +529,8 @@ impl Responder {
             self.stats.half_open_refused += 1;
             return;
         }
-        let Ok(chain) = Chain::parse(h.next_payload, &d.data[crate::wire::isakmp::HEADER_LEN..]) else {
+        let Ok(chain) = Chain::parse(h.next_payload, &d.data[crate::wire::isakmp::HEADER_LEN..])
+        else {
             self.stats.dropped += 1;
             return;
         };
@@ -549,7 +553,8 @@ impl Responder {
                         last: Some((req, mm2.clone())),
                     },
                 );
-                self.half_by_mm1.insert((h.initiator_cookie, d.peer), rcookie);
+                self.half_by_mm1
+                    .insert((h.initiator_cookie, d.peer), rcookie);
                 *self.half_per_addr.entry(*d.peer.ip()).or_insert(0) += 1;
                 self.timers.push(Reverse((expires, Timer::Half(cookies))));
                 self.stats.mm_started += 1;
@@ -558,7 +563,8 @@ impl Responder {
             Err(MmError::NoProposal(offered)) => {
                 tracing::warn!(peer = %d.peer, "IKE: no acceptable proposal; offered {offered}");
                 self.stats.no_proposal += 1;
-                let n = main_mode::notify_plain(h.initiator_cookie, [0; 8], notify::NO_PROPOSAL_CHOSEN);
+                let n =
+                    main_mode::notify_plain(h.initiator_cookie, [0; 8], notify::NO_PROPOSAL_CHOSEN);
                 self.send(d.worker, d.peer, d.local, n);
             }
             Err(_) => self.stats.dropped += 1,
@@ -684,9 +690,9 @@ impl Responder {
                 }
                 ike.done_mids.push_back(mid);
                 remember(&mut ike.responses, req, &qm2);
-                let (peer, local) = (ike.peer, ike.local);
+                let (peer, local, ike_worker) = (ike.peer, ike.local, ike.worker);
                 let peer_id = ike.p1.peer_id.data.clone();
-                self.send(ike.worker, peer, local, qm2);
+                self.send(ike_worker, peer, local, qm2);
                 let expires = now + child.lifetime;
                 tracing::info!(
                     peer = %peer,
@@ -715,7 +721,10 @@ impl Responder {
                         expires,
                     },
                 );
-                self.timers.push(Reverse((now + self.cfg.exchange_timeout, Timer::Child(spi))));
+                self.timers.push(Reverse((
+                    now + self.cfg.exchange_timeout,
+                    Timer::Child(spi),
+                )));
                 self.timers.push(Reverse((expires, Timer::Child(spi))));
                 self.actions.push_back(Action::Install(Box::new(Install {
                     worker,
@@ -737,7 +746,10 @@ impl Responder {
                             message_type: notify::NO_PROPOSAL_CHOSEN,
                             data: Vec::new(),
                         };
-                        if let Ok(m) = informational::build(&ike.p1, &[(crate::wire::isakmp::payload::N, n.emit())]) {
+                        if let Ok(m) = informational::build(
+                            &ike.p1,
+                            &[(crate::wire::isakmp::payload::N, n.emit())],
+                        ) {
                             let (w, p, l) = (ike.worker, ike.peer, ike.local);
                             self.send(w, p, l, m);
                         }
@@ -755,12 +767,18 @@ impl Responder {
         let Some(c) = self.children.get(&spi) else {
             return;
         };
-        let (peer, peer_id, sel, worker) = (c.peer, c.peer_id.clone(), c.selectors.clone(), c.worker);
+        let (peer, peer_id, sel, worker) =
+            (c.peer, c.peer_id.clone(), c.selectors.clone(), c.worker);
         let old = self
             .children
             .iter()
             .filter(|(s, o)| {
-                **s != spi && o.active && o.replaced_by.is_none() && o.peer == peer && o.peer_id == peer_id && o.selectors == sel
+                **s != spi
+                    && o.active
+                    && o.replaced_by.is_none()
+                    && o.peer == peer
+                    && o.peer_id == peer_id
+                    && o.selectors == sel
             })
             .map(|(s, _)| *s)
             .max_by_key(|s| self.children.get(s).map(|c| c.expires));
@@ -846,7 +864,12 @@ impl Responder {
             successor = self
                 .children
                 .iter()
-                .filter(|(_, o)| o.active && o.peer == c.peer && o.peer_id == c.peer_id && o.selectors == c.selectors)
+                .filter(|(_, o)| {
+                    o.active
+                        && o.peer == c.peer
+                        && o.peer_id == c.peer_id
+                        && o.selectors == c.selectors
+                })
                 .map(|(s, _)| *s)
                 .next();
         }
@@ -855,7 +878,11 @@ impl Responder {
                 o.replaced_by = successor;
             }
         }
-        tracing::info!(spi_in = format_args!("{spi:08x}"), reason, "IPsec SA removed");
+        tracing::info!(
+            spi_in = format_args!("{spi:08x}"),
+            reason,
+            "IPsec SA removed"
+        );
         self.stats.children_removed += 1;
         self.actions.push_back(Action::Remove {
             worker: c.worker,
@@ -993,7 +1020,10 @@ impl Responder {
             }
             next = now + interval / 2;
         }
-        self.timers.push(Reverse((next.max(now + Duration::from_millis(100)), Timer::Ike(cookies))));
+        self.timers.push(Reverse((
+            next.max(now + Duration::from_millis(100)),
+            Timer::Ike(cookies),
+        )));
     }
 
     /// Deletes everything politely (shutdown): ESP deletes and the ISAKMP delete to
@@ -1001,6 +1031,7 @@ impl Responder {
     pub fn shutdown(&mut self) {
         let all: Vec<Cookies> = self.ikes.keys().copied().collect();
         for c in all {
+            let mut out = Vec::new();
             if let Some(ike) = self.ikes.get(&c) {
                 let spis: Vec<u32> = self
                     .children
@@ -1012,11 +1043,14 @@ impl Responder {
                 if !spis.is_empty()
                     && let Ok(m) = informational::delete_esp(&ike.p1, &spis)
                 {
-                    self.send(w, p, l, m);
+                    out.push((w, p, l, m));
                 }
                 if let Ok(m) = informational::delete_ike(&ike.p1) {
-                    self.send(w, p, l, m);
+                    out.push((w, p, l, m));
                 }
+            }
+            for (w, p, l, m) in out {
+                self.send(w, p, l, m);
             }
             self.remove_ike(c, true, "gateway shutdown");
         }

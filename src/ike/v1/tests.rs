@@ -80,7 +80,11 @@ impl Net {
 
     /// Delivers `out` to the responder as coming from `nat(out.from)`, and returns
     /// the responder's answers for this client.
-    fn to_gw(&mut self, out: &Outgoing, nat: impl Fn(SocketAddrV4) -> SocketAddrV4) -> Vec<Vec<u8>> {
+    fn deliver(
+        &mut self,
+        out: &Outgoing,
+        nat: impl Fn(SocketAddrV4) -> SocketAddrV4,
+    ) -> Vec<Vec<u8>> {
         self.r.input(
             self.now,
             Datagram {
@@ -105,10 +109,15 @@ impl Net {
         replies
     }
 
-    fn run(&mut self, c: &mut Client, first: Outgoing, nat: impl Fn(SocketAddrV4) -> SocketAddrV4 + Copy) {
+    fn run(
+        &mut self,
+        c: &mut Client,
+        first: Outgoing,
+        nat: impl Fn(SocketAddrV4) -> SocketAddrV4 + Copy,
+    ) {
         let mut pending = vec![first];
         while let Some(out) = pending.pop() {
-            for reply in self.to_gw(&out, nat) {
+            for reply in self.deliver(&out, nat) {
                 if let Some(next) = c.input(&reply).expect("client input") {
                     pending.push(next);
                 }
@@ -124,7 +133,10 @@ fn no_nat(a: SocketAddrV4) -> SocketAddrV4 {
 #[test]
 fn full_setup_without_nat_installs_matching_keys() {
     let mut net = Net::new();
-    let (mut c, mm1) = client(SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 500), 0xc000_0001);
+    let (mut c, mm1) = client(
+        SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 500),
+        0xc000_0001,
+    );
     net.run(&mut c, mm1, no_nat);
     assert!(c.is_up());
     assert_eq!(net.r.ike_sas(), 1);
@@ -145,7 +157,12 @@ fn full_setup_without_nat_installs_matching_keys() {
 
 #[test]
 fn every_group_sets_up() {
-    for g in [DhGroup::Modp2048, DhGroup::Ecp256, DhGroup::Ecp384, DhGroup::Curve25519] {
+    for g in [
+        DhGroup::Modp2048,
+        DhGroup::Ecp256,
+        DhGroup::Ecp384,
+        DhGroup::Curve25519,
+    ] {
         let mut net = Net::new();
         let (mut c, mm1) = Client::start(
             ClientConfig {
@@ -176,14 +193,22 @@ fn every_group_sets_up() {
 fn nat_floats_to_4500_and_encapsulates() {
     let mut net = Net::new();
     let private = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 10), 500);
-    let nat = |a: SocketAddrV4| SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), if a.port() == 500 { 40_000 } else { 40_001 });
+    let nat = |a: SocketAddrV4| {
+        SocketAddrV4::new(
+            Ipv4Addr::new(198, 51, 100, 7),
+            if a.port() == 500 { 40_000 } else { 40_001 },
+        )
+    };
     let (mut c, mm1) = client(private, 9);
     net.run(&mut c, mm1, nat);
     assert!(c.is_up());
     assert_eq!(c.local().port(), 4500);
     let i = &net.installs[0];
     assert!(i.child.udp);
-    assert_eq!(i.peer, SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 40_001));
+    assert_eq!(
+        i.peer,
+        SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 40_001)
+    );
     assert_eq!(i.local.port(), 4500);
     assert_eq!(i.child.peer_original, Some(*private.ip()));
 }
@@ -193,16 +218,32 @@ fn two_clients_behind_one_nat() {
     let mut net = Net::new();
     let private = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 10), 500);
     for (k, base) in [(1u32, 40_000u16), (2, 50_000)] {
-        let nat = move |a: SocketAddrV4| SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), if a.port() == 500 { base } else { base + 1 });
+        let nat = move |a: SocketAddrV4| {
+            SocketAddrV4::new(
+                Ipv4Addr::new(198, 51, 100, 7),
+                if a.port() == 500 { base } else { base + 1 },
+            )
+        };
         let (mut c, mm1) = client(private, k);
         net.run(&mut c, mm1, nat);
         assert!(c.is_up());
     }
-    assert_eq!(net.r.ike_sas(), 2, "INITIAL-CONTACT from the second must not kill the first");
+    assert_eq!(
+        net.r.ike_sas(),
+        2,
+        "INITIAL-CONTACT from the second must not kill the first"
+    );
     assert_eq!(net.installs.len(), 2);
-    assert_ne!(net.installs[0].child.inbound_spi, net.installs[1].child.inbound_spi);
+    assert_ne!(
+        net.installs[0].child.inbound_spi,
+        net.installs[1].child.inbound_spi
+    );
     assert_ne!(net.installs[0].peer, net.installs[1].peer);
-    assert!(!net.actions.iter().any(|a| matches!(a, Action::Remove { .. })));
+    assert!(
+        !net.actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { .. }))
+    );
 }
 
 #[test]
@@ -224,10 +265,10 @@ fn wrong_psk_fails_without_install() {
     .expect("start");
     let mut out = mm1;
     for _ in 0..2 {
-        let r = net.to_gw(&out, no_nat);
+        let r = net.deliver(&out, no_nat);
         out = c.input(&r[0]).expect("input").expect("next");
     }
-    assert!(net.to_gw(&out, no_nat).is_empty());
+    assert!(net.deliver(&out, no_nat).is_empty());
     assert_eq!(net.r.stats.auth_failed, 1);
     assert_eq!(net.r.half_open(), 0);
     assert!(net.installs.is_empty());
@@ -255,7 +296,7 @@ fn weak_proposal_gets_no_proposal_chosen() {
         1,
     )
     .expect("start");
-    let r = net.to_gw(&mm1, no_nat);
+    let r = net.deliver(&mm1, no_nat);
     assert_eq!(r.len(), 1);
     let h = crate::wire::isakmp::Header::parse(&r[0]).expect("header");
     assert_eq!(h.exchange, crate::wire::isakmp::exchange::INFORMATIONAL);
@@ -267,14 +308,14 @@ fn weak_proposal_gets_no_proposal_chosen() {
 fn duplicate_requests_get_the_same_answer() {
     let mut net = Net::new();
     let (mut c, mm1) = client(SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 500), 1);
-    let a = net.to_gw(&mm1, no_nat);
-    let b = net.to_gw(&mm1, no_nat);
+    let a = net.deliver(&mm1, no_nat);
+    let b = net.deliver(&mm1, no_nat);
     assert_eq!(a, b);
     assert_eq!(net.r.stats.retransmits, 1);
     assert_eq!(net.r.half_open(), 1);
     let mm3 = c.input(&a[0]).expect("mm2").expect("mm3");
-    let a = net.to_gw(&mm3, no_nat);
-    let b = net.to_gw(&mm3, no_nat);
+    let a = net.deliver(&mm3, no_nat);
+    let b = net.deliver(&mm3, no_nat);
     assert_eq!(a, b, "MM4 resent, no second DH");
 }
 
@@ -291,7 +332,7 @@ fn phase2_rekey_keeps_the_old_pair_until_deleted() {
     assert!(net.actions.iter().any(|a| matches!(a, Action::Activate { inbound_spi, replaces: Some(o), .. } if *inbound_spi == new && *o == old)));
     assert_eq!(net.r.children(), 2, "old pair kept");
     let del = c.delete_child(0x100).expect("delete");
-    net.to_gw(&del, no_nat);
+    net.deliver(&del, no_nat);
     assert!(net.actions.iter().any(|a| matches!(a, Action::Remove { inbound_spi, successor: Some(s), .. } if *inbound_spi == old && *s == new)));
     assert_eq!(net.r.children(), 1);
 }
@@ -322,10 +363,14 @@ fn phase1_rekey_adopts_children() {
     assert_eq!(net.r.ike_sas(), 2);
     let outs = c.disconnect();
     // Only the ISAKMP delete (the second message): the ESP SA is not deleted.
-    net.to_gw(&outs[1], no_nat);
+    net.deliver(&outs[1], no_nat);
     assert_eq!(net.r.ike_sas(), 1);
     assert_eq!(net.r.children(), 2);
-    assert!(!net.actions.iter().any(|a| matches!(a, Action::Remove { .. })));
+    assert!(
+        !net.actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { .. }))
+    );
 }
 
 #[test]
@@ -341,11 +386,15 @@ fn dpd_declares_a_silent_peer_dead() {
     let asks = net.drain();
     assert_eq!(asks.len(), 1, "R-U-THERE after one idle interval");
     let ack = c.input(&asks[0]).expect("dpd").expect("ack");
-    net.to_gw(&ack, no_nat);
+    net.deliver(&ack, no_nat);
     net.now = start + Duration::from_secs(25);
     net.r.handle_timeout(net.now);
     net.drain();
-    assert!(!net.actions.iter().any(|a| matches!(a, Action::Remove { .. })));
+    assert!(
+        !net.actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { .. }))
+    );
     // Silent peer: dead within three intervals.
     let mut t = net.now;
     while t < start + Duration::from_secs(60) {
@@ -354,7 +403,9 @@ fn dpd_declares_a_silent_peer_dead() {
         net.r.handle_timeout(t);
         net.drain();
     }
-    assert!(net.actions.iter().any(|a| matches!(a, Action::Remove { inbound_spi, successor: None, .. } if *inbound_spi == spi)));
+    assert!(net.actions.iter().any(
+        |a| matches!(a, Action::Remove { inbound_spi, successor: None, .. } if *inbound_spi == spi)
+    ));
     assert_eq!(net.r.ike_sas(), 0);
     assert_eq!(net.r.stats.dpd_dead, 1);
 }
@@ -364,13 +415,13 @@ fn half_open_cap_per_source() {
     let mut net = Net::new();
     for i in 0..100u32 {
         let (_c, mm1) = client(SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 9), 500), i);
-        net.to_gw(&mm1, no_nat);
+        net.deliver(&mm1, no_nat);
     }
     assert_eq!(net.r.half_open(), 64);
     assert_eq!(net.r.stats.half_open_refused, 36);
     // Another source still gets through.
     let (_c, mm1) = client(SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 10), 500), 1);
-    assert_eq!(net.to_gw(&mm1, no_nat).len(), 1);
+    assert_eq!(net.deliver(&mm1, no_nat).len(), 1);
     // Half-open exchanges expire.
     net.now += Duration::from_secs(31);
     net.r.handle_timeout(net.now);
@@ -394,7 +445,15 @@ fn garbage_never_panics() {
             buf[17] = 0x10;
             buf[18] = [2u8, 5, 32][len % 3];
         }
-        r.input(now, Datagram { worker: 0, peer, local, data: &buf });
+        r.input(
+            now,
+            Datagram {
+                worker: 0,
+                peer,
+                local,
+                data: &buf,
+            },
+        );
     }
     assert_eq!(r.ike_sas(), 0);
 }
