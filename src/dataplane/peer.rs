@@ -273,6 +273,31 @@ impl SimPeer {
         Ok(c)
     }
 
+    /// A client over SAs negotiated for real (IKE): `out_sa` seals towards the gateway,
+    /// `in_sa` opens what it sends. The L2TP ids and the inner address come later
+    /// ([`SimPeer::set_session`]); until then only [`SimPeer::seal_l2tp`] and
+    /// [`SimPeer::open_l2tp`] make sense.
+    pub fn from_sas(params: PeerParams, out_sa: Sa, in_sa: Sa) -> SimPeer {
+        let session_view = session_between(params.client_ids, params.gw_ids, params.inner);
+        SimPeer {
+            params,
+            out_sa,
+            in_sa,
+            session_view,
+            ident: 0,
+            tunnel: None,
+        }
+    }
+
+    /// The L2TP session (the gateway's and our tunnel and session ids) and our inner
+    /// address, once L2TP (and PPP) are up.
+    pub fn set_session(&mut self, gw_ids: (u16, u16), client_ids: (u16, u16), inner: Ipv4Addr) {
+        self.params.gw_ids = gw_ids;
+        self.params.client_ids = client_ids;
+        self.params.inner = inner;
+        self.session_view = session_between(client_ids, gw_ids, inner);
+    }
+
     /// The client of a session whose gateway side was built by [`GatewaySide::new`] with
     /// the same parameters and seed and installed under inbound SPI `gw_in`.
     pub fn client(p: PeerParams, gw_in: u32, seed: u8) -> Result<SimPeer, EstablishError> {
@@ -346,6 +371,32 @@ impl SimPeer {
         r: std::ops::Range<usize>,
     ) -> Option<std::ops::Range<usize>> {
         let udp = l2tp_ppp_udp_out(frame, r, &self.session_view).ok()?;
+        self.seal_udp(frame, udp)
+    }
+
+    /// Client → gateway: wraps one L2TP message at `frame[r]` (control, or data with
+    /// its PPP frame) in UDP 1701 → 1701 and seals it. Returns the outer packet's range.
+    pub fn seal_l2tp(
+        &mut self,
+        frame: &mut [u8],
+        r: std::ops::Range<usize>,
+    ) -> Option<std::ops::Range<usize>> {
+        let start = r.start.checked_sub(8)?;
+        let ulen = u16::try_from(r.end - start).ok()?;
+        let h = frame.get_mut(start..r.start)?;
+        h[0..2].copy_from_slice(&1701u16.to_be_bytes());
+        h[2..4].copy_from_slice(&1701u16.to_be_bytes());
+        h[4..6].copy_from_slice(&ulen.to_be_bytes());
+        h[6..8].copy_from_slice(&[0, 0]);
+        self.seal_udp(frame, start..r.end)
+    }
+
+    /// Seals the UDP datagram at `frame[udp]` in ESP and the outer headers.
+    fn seal_udp(
+        &mut self,
+        frame: &mut [u8],
+        udp: std::ops::Range<usize>,
+    ) -> Option<std::ops::Range<usize>> {
         let seq = self.out_sa.take_seq().ok()?;
         self.ident = self.ident.wrapping_add(1);
         let (payload, next_header) = match self.tunnel {
@@ -368,9 +419,9 @@ impl SimPeer {
         Some(e.packet)
     }
 
-    /// Gateway → client: opens an outer packet the gateway produced and returns the
-    /// inner IPv4 packet's range, checking every layer on the way.
-    pub fn open(
+    /// Gateway → client: opens an outer packet the gateway produced (ESP, its SPI,
+    /// anti-replay, ICV, UDP 1701) and returns the L2TP message's range.
+    pub fn open_l2tp(
         &mut self,
         frame: &mut [u8],
         r: std::ops::Range<usize>,
@@ -417,7 +468,20 @@ impl SimPeer {
         };
         let udp = &frame[udp_r.clone()];
         let ulen = usize::from(u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]));
-        let l2 = udp_r.start + 8..udp_r.start + ulen;
+        if ulen < 8 || ulen > udp.len() {
+            return None;
+        }
+        Some(udp_r.start + 8..udp_r.start + ulen)
+    }
+
+    /// Gateway → client: opens an outer packet the gateway produced and returns the
+    /// inner IPv4 packet's range, checking every layer on the way.
+    pub fn open(
+        &mut self,
+        frame: &mut [u8],
+        r: std::ops::Range<usize>,
+    ) -> Option<std::ops::Range<usize>> {
+        let l2 = self.open_l2tp(frame, r)?;
         let pkt = l2tp::Packet::new_checked(&frame[l2.clone()]).ok()?;
         if pkt.is_control() || (pkt.tunnel_id(), pkt.session_id()) != self.params.client_ids {
             return None;
