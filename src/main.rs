@@ -89,13 +89,15 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, stats } => match sekisho::daemon::run_with(&config, stats.as_deref()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("sekisho run: {e}");
-                ExitCode::FAILURE
+        Command::Run { config, stats } => {
+            match sekisho::daemon::run_with(&config, stats.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sekisho run: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::CheckConfig { config } => check_config(&config),
         Command::Demo {
             clients,

@@ -104,12 +104,17 @@ fn ike_config(local: SocketAddrV4, gateway: Ipv4Addr) -> ClientConfig {
 
 impl DemoClient {
     /// Opens the client's socket on `local` and sends MM1.
-    pub fn start(k: usize, local: SocketAddrV4, gateway: Ipv4Addr, now: Instant) -> Result<Self, String> {
+    pub fn start(
+        k: usize,
+        local: SocketAddrV4,
+        gateway: Ipv4Addr,
+        now: Instant,
+    ) -> Result<Self, String> {
         let sock = UdpSocket::bind(local).map_err(|e| format!("bind {local}: {e}"))?;
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
         let our_spi = 0x5e00_0000 | k as u32;
-        let (mut ike, mm1) =
-            IkeClient::start(ike_config(local, gateway), our_spi).map_err(|e| format!("IKE start: {e}"))?;
+        let (mut ike, mm1) = IkeClient::start(ike_config(local, gateway), our_spi)
+            .map_err(|e| format!("IKE start: {e}"))?;
         ike.force_encap();
         let mut c = DemoClient {
             k,
@@ -172,7 +177,12 @@ impl DemoClient {
     /// Reads every datagram waiting on the socket into `frame` and handles it; calls
     /// `on_inner` with each inner IPv4 packet (traffic and probes). Returns how many
     /// datagrams were read.
-    pub fn receive(&mut self, now: Instant, frame: &mut [u8], mut on_inner: impl FnMut(&[u8])) -> usize {
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        frame: &mut [u8],
+        mut on_inner: impl FnMut(&[u8]),
+    ) -> usize {
         let mut n = 0;
         loop {
             let len = match self.sock.recv(&mut frame[RX_AT..]) {
@@ -287,7 +297,14 @@ impl DemoClient {
         // SimPeer opens whole outer packets: put back the IPv4 and UDP headers the
         // socket took off.
         let total = RX_AT + len;
-        write_ipv4_header(&mut frame[..20], total as u16, 0, 17, self.gateway, *self.local.ip());
+        write_ipv4_header(
+            &mut frame[..20],
+            total as u16,
+            0,
+            17,
+            self.gateway,
+            *self.local.ip(),
+        );
         frame[20..22].copy_from_slice(&4500u16.to_be_bytes());
         frame[22..24].copy_from_slice(&self.local.port().to_be_bytes());
         frame[24..26].copy_from_slice(&((len + 8) as u16).to_be_bytes());
@@ -328,12 +345,17 @@ impl DemoClient {
             }
             self.ike_tries += 1;
             if let Some((data, to)) = self.last_ike.clone() {
-                let wire = if to.port() == 500 { data } else { [&NON_ESP_MARKER[..], &data].concat() };
+                let wire = if to.port() == 500 {
+                    data
+                } else {
+                    [&NON_ESP_MARKER[..], &data].concat()
+                };
                 let _ = self.sock.send(&wire);
             }
             self.ike_retry_at = Some(now + Duration::from_secs(1 << self.ike_tries));
         }
         let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut events = Vec::new();
         if let Some(lac) = self.lac.as_mut() {
             if lac.is_established() && self.session.is_none() {
                 self.session = lac.open_session(now);
@@ -342,32 +364,35 @@ impl DemoClient {
                 lac.handle_timeout(now);
             }
             while let Some(ev) = lac.poll_event() {
-                match ev {
-                    l2tp::Event::Transmit { bytes, .. } => out.push(bytes),
-                    l2tp::Event::SessionUp(info) => {
-                        if let Some(esp) = self.esp.as_mut() {
-                            esp.set_session(
-                                (info.peer_tunnel_id, info.peer_session_id),
-                                (info.local_tunnel_id, info.local_session_id),
-                                Ipv4Addr::UNSPECIFIED,
-                            );
-                        }
-                        let cfg = ppp::ClientConfig::new(
-                            &super::world::user(self.k),
-                            Password::new(super::world::PASSWORD.as_bytes().to_vec()),
+                events.push(ev);
+            }
+        }
+        for ev in events {
+            match ev {
+                l2tp::Event::Transmit { bytes, .. } => out.push(bytes),
+                l2tp::Event::SessionUp(info) => {
+                    if let Some(esp) = self.esp.as_mut() {
+                        esp.set_session(
+                            (info.peer_tunnel_id, info.peer_session_id),
+                            (info.local_tunnel_id, info.local_session_id),
+                            Ipv4Addr::UNSPECIFIED,
                         );
-                        let mut l = Link::client(cfg, now);
-                        l.handle_timeout(now);
-                        self.link = Some(l);
-                        self.stage = Stage::Ppp;
                     }
-                    l2tp::Event::SessionDown { cause, .. } | l2tp::Event::TunnelDown { cause, .. } => {
-                        if self.stage != Stage::Up {
-                            self.fail(format!("L2TP: {cause}"));
-                        }
-                    }
-                    _ => {}
+                    let cfg = ppp::ClientConfig::new(
+                        &super::world::user(self.k),
+                        Password::new(super::world::PASSWORD.as_bytes().to_vec()),
+                    );
+                    let mut l = Link::client(cfg, now);
+                    l.handle_timeout(now);
+                    self.link = Some(l);
+                    self.stage = Stage::Ppp;
                 }
+                l2tp::Event::SessionDown { cause, .. } | l2tp::Event::TunnelDown { cause, .. } => {
+                    if self.stage != Stage::Up {
+                        self.fail(format!("L2TP: {cause}"));
+                    }
+                }
+                _ => {}
             }
         }
         for bytes in out {
@@ -390,7 +415,10 @@ impl DemoClient {
                 _ => {}
             }
         }
-        let ids = self.esp.as_ref().map(|e| (e.params.gw_ids, e.params.client_ids));
+        let ids = self
+            .esp
+            .as_ref()
+            .map(|e| (e.params.gw_ids, e.params.client_ids));
         for f in frames {
             if let Some(((ptid, psid), _)) = ids {
                 let mut m = Vec::with_capacity(6 + f.len());
@@ -435,7 +463,9 @@ impl DemoClient {
         frames: &mut [Vec<u8>],
         mut fill: impl FnMut(usize, &SimPeer, &mut [u8]) -> Range<usize>,
     ) -> usize {
-        let Some(esp) = self.esp.as_mut() else { return 0 };
+        let Some(esp) = self.esp.as_mut() else {
+            return 0;
+        };
         let mut ranges: Vec<Range<usize>> = Vec::with_capacity(frames.len());
         for (i, f) in frames.iter_mut().enumerate() {
             let r = fill(i, esp, f);
@@ -444,10 +474,14 @@ impl DemoClient {
                 None => break,
             }
         }
-        let iovs: Vec<[std::io::IoSlice<'_>; 1]> =
-            frames.iter().zip(&ranges).map(|(f, r)| [std::io::IoSlice::new(&f[r.clone()])]).collect();
-        let mut controls: Vec<rustix::net::SendAncillaryBuffer<'_, '_, '_>> =
-            (0..iovs.len()).map(|_| rustix::net::SendAncillaryBuffer::default()).collect();
+        let iovs: Vec<[std::io::IoSlice<'_>; 1]> = frames
+            .iter()
+            .zip(&ranges)
+            .map(|(f, r)| [std::io::IoSlice::new(&f[r.clone()])])
+            .collect();
+        let mut controls: Vec<rustix::net::SendAncillaryBuffer<'_, '_, '_>> = (0..iovs.len())
+            .map(|_| rustix::net::SendAncillaryBuffer::default())
+            .collect();
         let mut msgs: Vec<rustix::net::MMsgHdr<'_>> = iovs
             .iter()
             .zip(controls.iter_mut())

@@ -66,7 +66,8 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
     let mut in_handshake = 0usize;
     let mut failures: HashMap<String, usize> = HashMap::new();
     let mut last_up = None;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let mut frame = vec![0u8; 4096];
     let mut burst: Vec<Vec<u8>> = (0..BURST).map(|_| vec![0u8; 2048]).collect();
     let mut cursor = 0usize;
@@ -115,7 +116,9 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
         let epoch = sh.epoch;
         for &i in &ready {
             let c = &mut clients[i];
-            c.receive(now, &mut frame, |inner| account(inner, sh, epoch, &mut hist));
+            c.receive(now, &mut frame, |inner| {
+                account(inner, sh, epoch, &mut hist)
+            });
         }
         // Timers and what the machines want sent: handshakes every round, everyone
         // (keepalives) every 20 ms.
@@ -184,7 +187,9 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
     }
     for c in &clients {
         if c.stage != Stage::Up && c.stage != Stage::Failed {
-            *failures.entry(format!("not up in time (stuck in {:?})", c.stage)).or_default() += 1;
+            *failures
+                .entry(format!("not up in time (stuck in {:?})", c.stage))
+                .or_default() += 1;
         }
     }
     Ok(ThreadResult {
@@ -221,6 +226,7 @@ fn account(inner: &[u8], sh: &Shared, epoch: Instant, hist: &mut Histogram<u64>)
         sh.probes_back.fetch_add(1, Ordering::Relaxed);
     } else {
         sh.down_pkts.fetch_add(1, Ordering::Relaxed);
-        sh.down_bytes.fetch_add(inner.len() as u64, Ordering::Relaxed);
+        sh.down_bytes
+            .fetch_add(inner.len() as u64, Ordering::Relaxed);
     }
 }

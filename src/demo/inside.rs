@@ -98,15 +98,22 @@ pub fn send(layout: Layout, sh: Arc<Shared>, size: Size) -> Result<(), String> {
     }
     let mut next = 0usize;
     while sh.phase() == Phase::Traffic {
-        let lens: Vec<usize> = (0..BATCH).map(|_| sizes.next_size().saturating_sub(28)).collect();
-        let iovs: Vec<[IoSlice<'_>; 1]> = lens.iter().map(|&l| [IoSlice::new(&payload[..l])]).collect();
+        let lens: Vec<usize> = (0..BATCH)
+            .map(|_| sizes.next_size().saturating_sub(28))
+            .collect();
+        let iovs: Vec<[IoSlice<'_>; 1]> = lens
+            .iter()
+            .map(|&l| [IoSlice::new(&payload[..l])])
+            .collect();
         let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> =
             (0..BATCH).map(|_| SendAncillaryBuffer::default()).collect();
         let mut msgs: Vec<MMsgHdr<'_>> = iovs
             .iter()
             .zip(controls.iter_mut())
             .enumerate()
-            .map(|(i, (iov, c))| MMsgHdr::new_with_addr(&targets[(next + i) % targets.len()], iov, c))
+            .map(|(i, (iov, c))| {
+                MMsgHdr::new_with_addr(&targets[(next + i) % targets.len()], iov, c)
+            })
             .collect();
         match rustix::net::sendmmsg(&sock, &mut msgs, SendFlags::empty()) {
             Ok(n) => {

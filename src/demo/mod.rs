@@ -315,7 +315,10 @@ fn drive(
             (r.1 - last.1.1) as f64 * 8.0 / dt / 1e9,
             (r.3 - last.1.3) as f64 * 8.0 / dt / 1e9,
         );
-        let mpps = ((r.0 - last.1.0) as f64 / dt / 1e6, (r.2 - last.1.2) as f64 / dt / 1e6);
+        let mpps = (
+            (r.0 - last.1.0) as f64 / dt / 1e6,
+            (r.2 - last.1.2) as f64 / dt / 1e6,
+        );
         eprint!(
             "{}",
             report::progress(
@@ -378,11 +381,14 @@ fn drive(
     if o.progress {
         eprintln!();
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let mut failures: HashMap<String, usize> = HashMap::new();
     let mut last_up = None;
     for t in fleet_threads {
-        let r = t.join().map_err(|_| "a fleet thread panicked".to_string())??;
+        let r = t
+            .join()
+            .map_err(|_| "a fleet thread panicked".to_string())??;
         let _ = hist.add(&r.rtt_us);
         for (k, v) in r.failures {
             *failures.entry(k).or_default() += v;
@@ -402,7 +408,10 @@ fn drive(
         return Err(why);
     }
     let secs = traffic.as_secs_f64().max(1e-3);
-    let setup = last_up.unwrap_or(setup_end).duration_since(t0).as_secs_f64();
+    let setup = last_up
+        .unwrap_or(setup_end)
+        .duration_since(t0)
+        .as_secs_f64();
     let (p50, p99, p999) = report::percentiles(&hist);
     let up_pps = (end.0 - base.0) as f64 / secs;
     let down_pps = (end.2 - base.2) as f64 / secs;
@@ -419,7 +428,11 @@ fn drive(
         sessions_up,
         sessions_failed: o.clients as u64 - sessions_up,
         setup_seconds: setup,
-        setup_per_s: if setup > 0.0 { sessions_up as f64 / setup } else { 0.0 },
+        setup_per_s: if setup > 0.0 {
+            sessions_up as f64 / setup
+        } else {
+            0.0
+        },
         seconds: (secs * 100.0).round() / 100.0,
         size: o.size.to_string(),
         up_gbps,
@@ -456,7 +469,10 @@ fn raise_fd_limit(n: usize) {
 /// Without root: runs `exe demo ARGS` again inside a new user and network namespace
 /// (`unshare --user --map-root-user --net`), where it may make a TUN device and bind
 /// the gateway's ports on loopback. Returns the child's exit status.
-pub fn reexec_in_userns(exe: &std::path::Path, args: &[String]) -> Result<std::process::ExitStatus, String> {
+pub fn reexec_in_userns(
+    exe: &std::path::Path,
+    args: &[String],
+) -> Result<std::process::ExitStatus, String> {
     std::process::Command::new("unshare")
         .args(["--user", "--map-root-user", "--net", "--"])
         .arg(exe)

@@ -93,7 +93,11 @@ pub fn gateway_drops(path: &Path) -> (Option<String>, HashMap<String, u64>) {
     let io = v["io"].as_str().map(str::to_string);
     let drops = v["totals"]["drops"]
         .as_object()
-        .map(|m| m.iter().filter_map(|(k, n)| Some((k.clone(), n.as_u64()?))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, n)| Some((k.clone(), n.as_u64()?)))
+                .collect()
+        })
         .unwrap_or_default();
     (io, drops)
 }
@@ -117,7 +121,11 @@ pub fn thread_ticks(pid: u32) -> Vec<(String, u64)> {
         let f: Vec<&str> = rest.split_whitespace().collect();
         let ticks = f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
             + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-        let name = if tid == pid.to_string() { "control".to_string() } else { comm };
+        let name = if tid == pid.to_string() {
+            "control".to_string()
+        } else {
+            comm
+        };
         out.push((name, ticks));
     }
     out.sort();
@@ -144,7 +152,14 @@ pub fn cpu_between(a: &[(String, u64)], b: &[(String, u64)], over: Duration) -> 
 }
 
 /// The live line: sessions and the last interval's rates.
-pub fn progress(t: f64, up: u64, failed: u64, n: usize, gbps: (f64, f64), mpps: (f64, f64)) -> String {
+pub fn progress(
+    t: f64,
+    up: u64,
+    failed: u64,
+    n: usize,
+    gbps: (f64, f64),
+    mpps: (f64, f64),
+) -> String {
     format!(
         "\r[demo {t:5.1}s] sessions {up}/{n} up, {failed} failed | up {:.3} Gb/s {:.3} Mpps | down {:.3} Gb/s {:.3} Mpps   ",
         gbps.0, mpps.0, gbps.1, mpps.1
@@ -154,7 +169,13 @@ pub fn progress(t: f64, up: u64, failed: u64, n: usize, gbps: (f64, f64), mpps: 
 /// The final table.
 pub fn table(s: &Summary) -> String {
     let mut o = String::new();
-    let pct = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 * 100.0 / b as f64 };
+    let pct = |a: u64, b: u64| {
+        if b == 0 {
+            0.0
+        } else {
+            a as f64 * 100.0 / b as f64
+        }
+    };
     o += &format!(
         "sekisho demo: {} clients, {} world, io {}, {} s of traffic, inner size {}\n",
         s.clients, s.world, s.io, s.seconds, s.size
@@ -203,7 +224,10 @@ pub fn table(s: &Summary) -> String {
         .iter()
         .map(|c| format!("{} {:.0}%", c.thread, c.percent))
         .collect();
-    o += &format!("  gateway CPU    {} (of one core, traffic phase)\n", cpu.join(", "));
+    o += &format!(
+        "  gateway CPU    {} (of one core, traffic phase)\n",
+        cpu.join(", ")
+    );
     if !s.failures.is_empty() {
         let mut f: Vec<_> = s.failures.iter().collect();
         f.sort_by(|a, b| b.1.cmp(a.1));

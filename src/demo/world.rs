@@ -150,7 +150,11 @@ impl Drop for World {
                     .status();
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("SEKISHO_DEMO_KEEP").is_some() {
+            eprintln!("sekisho demo: kept {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -171,7 +175,14 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), String> {
-    ip(&["netns", "exec", ns, "sysctl", "-qw", &format!("{key}={value}")])
+    ip(&[
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        &format!("{key}={value}"),
+    ])
 }
 
 /// Moves the calling thread into network namespace `ns` (a name under /var/run/netns).
@@ -206,7 +217,10 @@ pub fn config(o: &Options, layout: &Layout, stats: &std::path::Path) -> String {
     if let Some(i) = interface {
         c += &format!("interface = \"{i}\"\n");
     }
-    c += &format!("io = \"{io}\"\nworkers = {}\ntun_name = \"{tun}\"\n", o.workers);
+    c += &format!(
+        "io = \"{io}\"\nworkers = {}\ntun_name = \"{tun}\"\n",
+        o.workers
+    );
     c += &format!(
         "[ipsec]\npsk = \"{PSK}\"\nmax_half_open = {}\nmax_half_open_per_peer = {}\n\
          dh_per_second = 100000\n",
@@ -214,9 +228,8 @@ pub fn config(o: &Options, layout: &Layout, stats: &std::path::Path) -> String {
         o.clients + 64
     );
     c += "[l2tp]\nrequire_ipsec = true\n";
-    c += &format!(
-        "[ppp]\nauth = [\"mschapv2\"]\nlocal_address = \"{INNER_GATEWAY}\"\nmtu = 1400\n"
-    );
+    c +=
+        &format!("[ppp]\nauth = [\"mschapv2\"]\nlocal_address = \"{INNER_GATEWAY}\"\nmtu = 1400\n");
     c += &format!("[pool]\nrange = \"{}\"\n", pool_for(o.clients));
     for k in 0..o.clients {
         c += &format!(
@@ -261,7 +274,7 @@ pub fn build(o: &Options, exe: &std::path::Path, root: bool) -> Result<World, St
         dir,
     };
     match w.layout.kind.clone() {
-        Kind::Netns { ns } => netns(&ns)?,
+        Kind::Netns { ns } => netns(&ns, o.workers)?,
         Kind::Loopback => ip(&["link", "set", "lo", "up"])?,
     }
     let stats = w.stats_file();
@@ -281,7 +294,10 @@ pub fn build(o: &Options, exe: &std::path::Path, root: bool) -> Result<World, St
         .arg(&cfg_path)
         .arg("--stats")
         .arg(&stats)
-        .env("RUST_LOG", std::env::var("SEKISHO_DEMO_LOG").unwrap_or("warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("SEKISHO_DEMO_LOG").unwrap_or("warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -303,20 +319,36 @@ pub fn build(o: &Options, exe: &std::path::Path, root: bool) -> Result<World, St
     Ok(w)
 }
 
-fn netns(ns: &[String; 3]) -> Result<(), String> {
+fn netns(ns: &[String; 3], workers: usize) -> Result<(), String> {
     let [c, g, i] = ns;
     for n in ns {
         ip(&["netns", "add", n])?;
         ip(&["-n", n, "link", "set", "lo", "up"])?;
     }
-    // Outside: clients ⇄ gateway, one queue per core so AF_XDP can use them all.
-    let q = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .to_string();
+    // Outside: clients ⇄ gateway, one queue per gateway worker (the steering program
+    // redirects each queue to its worker's AF_XDP socket; a queue without one drops).
+    let q = workers.max(1).to_string();
     ip(&[
-        "-n", g, "link", "add", "skdg0", "numrxqueues", &q, "numtxqueues", &q, "type", "veth",
-        "peer", "name", "skdc0", "netns", c, "numrxqueues", &q, "numtxqueues", &q,
+        "-n",
+        g,
+        "link",
+        "add",
+        "skdg0",
+        "numrxqueues",
+        &q,
+        "numtxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "skdc0",
+        "netns",
+        c,
+        "numrxqueues",
+        &q,
+        "numtxqueues",
+        &q,
     ])?;
     ip(&["-n", g, "addr", "add", "10.77.0.254/24", "dev", "skdg0"])?;
     ip(&["-n", c, "addr", "add", "10.77.0.2/24", "dev", "skdc0"])?;
@@ -355,11 +387,29 @@ fn netns(ns: &[String; 3]) -> Result<(), String> {
     };
     let (mg, mc) = (mac(g, "skdg0")?, mac(c, "skdc0")?);
     ip(&[
-        "-n", c, "neigh", "replace", "10.77.0.254", "lladdr", &mg, "dev", "skdc0", "nud",
+        "-n",
+        c,
+        "neigh",
+        "replace",
+        "10.77.0.254",
+        "lladdr",
+        &mg,
+        "dev",
+        "skdc0",
+        "nud",
         "permanent",
     ])?;
     ip(&[
-        "-n", g, "neigh", "replace", "10.77.0.2", "lladdr", &mc, "dev", "skdg0", "nud",
+        "-n",
+        g,
+        "neigh",
+        "replace",
+        "10.77.0.2",
+        "lladdr",
+        &mc,
+        "dev",
+        "skdg0",
+        "nud",
         "permanent",
     ])?;
     Ok(())
