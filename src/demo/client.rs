@@ -28,6 +28,8 @@ const NON_ESP_MARKER: [u8; 4] = [0; 4];
 /// Where a received UDP payload goes in a frame: behind room for the outer IPv4 and
 /// UDP headers that [`SimPeer::open_l2tp`] expects.
 pub const RX_AT: usize = 28;
+/// PPP restart timer of the demo clients (RFC 1661 default: 3 s).
+const PPP_RESTART_MS: u64 = 300;
 /// Retransmissions of an unanswered IKE message (1 s apart, then doubling).
 const IKE_TRIES: u32 = 5;
 
@@ -378,19 +380,23 @@ impl DemoClient {
                             Ipv4Addr::UNSPECIFIED,
                         );
                     }
-                    let cfg = ppp::ClientConfig::new(
+                    let mut cfg = ppp::ClientConfig::new(
                         &super::world::user(self.k),
                         Password::new(super::world::PASSWORD.as_bytes().to_vec()),
                     );
+                    // Our first LCP Configure-Request can race the ICCN to the gateway
+                    // (data path vs control thread) and be dropped as unknown_session;
+                    // a short restart timer (pppd's lcp-restart) resends it soon.
+                    cfg.timing.restart = Duration::from_millis(PPP_RESTART_MS);
                     let mut l = Link::client(cfg, now);
                     l.handle_timeout(now);
                     self.link = Some(l);
                     self.stage = Stage::Ppp;
                 }
-                l2tp::Event::SessionDown { cause, .. } | l2tp::Event::TunnelDown { cause, .. } => {
-                    if self.stage != Stage::Up {
-                        self.fail(format!("L2TP: {cause}"));
-                    }
+                l2tp::Event::SessionDown { cause, .. } | l2tp::Event::TunnelDown { cause, .. }
+                    if self.stage != Stage::Up =>
+                {
+                    self.fail(format!("L2TP: {cause}"));
                 }
                 _ => {}
             }
