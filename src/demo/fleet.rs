@@ -34,8 +34,10 @@ pub const PORT_BASE: u16 = 20_000;
 
 /// What one fleet thread reports at the end.
 pub struct ThreadResult {
-    /// Round-trip times of the probes, microseconds.
+    /// Round-trip times of the probes under load, microseconds.
     pub rtt_us: Histogram<u64>,
+    /// Round-trip times of the probes before the bulk traffic (idle gateway).
+    pub idle_rtt_us: Histogram<u64>,
     /// Failure reasons and how many clients gave each.
     pub failures: HashMap<String, usize>,
     /// The last session that came up.
@@ -68,6 +70,7 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
     let mut last_up = None;
     let mut hist =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut idle_hist = hist.clone();
     let mut frame = vec![0u8; 4096];
     let mut burst: Vec<Vec<u8>> = (0..BURST).map(|_| vec![0u8; 2048]).collect();
     let mut cursor = 0usize;
@@ -104,7 +107,7 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
                 .iter()
                 .map(|c| PollFd::new(c.socket().as_fd(), PollFlags::POLLIN))
                 .collect();
-            let wait = if phase == Phase::Traffic { 0u8 } else { 2 };
+            let wait = if phase == Phase::Setup { 2u8 } else { 0 };
             if poll(&mut fds, PollTimeout::from(wait)).unwrap_or(0) > 0 {
                 for (i, f) in fds.iter().enumerate() {
                     if f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {
@@ -114,11 +117,14 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
             }
         }
         let epoch = sh.epoch;
+        let h = if phase == Phase::Idle {
+            &mut idle_hist
+        } else {
+            &mut hist
+        };
         for &i in &ready {
             let c = &mut clients[i];
-            c.receive(now, &mut frame, |inner| {
-                account(inner, sh, epoch, &mut hist)
-            });
+            c.receive(now, &mut frame, |inner| account(inner, sh, epoch, h));
         }
         // Timers and what the machines want sent: handshakes every round, everyone
         // (keepalives) every 20 ms.
@@ -154,8 +160,21 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
                 _ => {}
             }
         }
+        let inside = ctx.layout.inside;
+        if phase == Phase::Idle && now >= next_probe && !clients.is_empty() {
+            // Probes alone: the round trip of an idle gateway.
+            next_probe = now + Duration::from_millis(1);
+            cursor = (cursor + 1) % clients.len();
+            let c = &mut clients[cursor];
+            if c.stage == Stage::Up
+                && c.send_inner(&mut burst[..1], |_, esp, f| {
+                    probe_packet(esp, f, inside, epoch)
+                }) > 0
+            {
+                sh.probes_sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if phase == Phase::Traffic && !clients.is_empty() {
-            let inside = ctx.layout.inside;
             for _ in 0..CLIENTS_PER_ROUND.min(clients.len()) {
                 cursor = (cursor + 1) % clients.len();
                 let c = &mut clients[cursor];
@@ -166,14 +185,11 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
                 if probe {
                     next_probe = now + Duration::from_millis(1);
                 }
-                let mut bytes = 0u64;
                 let sent = c.send_inner(&mut burst, |j, esp, f| {
-                    let size = sizes.next_size();
                     if probe && j == 0 {
                         probe_packet(esp, f, inside, epoch)
                     } else {
-                        bytes += size as u64;
-                        esp.inner_packet(f, inside, size)
+                        esp.inner_packet(f, inside, sizes.next_size())
                     }
                 });
                 if probe && sent > 0 {
@@ -181,7 +197,6 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
                 }
                 let bulk = sent.saturating_sub(usize::from(probe)) as u64;
                 sh.up_sent.fetch_add(bulk, Ordering::Relaxed);
-                let _ = bytes;
             }
         }
     }
@@ -194,6 +209,7 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
     }
     Ok(ThreadResult {
         rtt_us: hist,
+        idle_rtt_us: idle_hist,
         failures,
         last_up,
     })

@@ -83,7 +83,7 @@ pub fn send(layout: Layout, sh: Arc<Shared>, size: Size) -> Result<(), String> {
     let sock = bind(SocketAddrV4::new(layout.inside, 0))?;
     let payload = vec![0x5au8; 1500];
     let mut sizes = size.iter();
-    while sh.phase() == Phase::Setup {
+    while matches!(sh.phase(), Phase::Setup | Phase::Idle) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let targets: Vec<SocketAddrAny> = sh

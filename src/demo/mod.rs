@@ -23,6 +23,9 @@ use hdrhistogram::Histogram;
 
 pub use report::Summary;
 
+/// How long the probes run alone before the bulk traffic.
+const IDLE_PROBES: Duration = Duration::from_secs(1);
+
 /// The environment variable that marks the re-executed demo inside its own user and
 /// network namespace (no root: loopback world).
 pub const USERNS_ENV: &str = "SEKISHO_DEMO_USERNS";
@@ -135,6 +138,8 @@ impl Default for Options {
 pub enum Phase {
     /// Clients connecting.
     Setup,
+    /// Latency probes alone (one second): the idle round trip.
+    Idle,
     /// Traffic both ways.
     Traffic,
     /// Everyone stops.
@@ -194,6 +199,7 @@ impl Shared {
         match self.phase.load(Ordering::Acquire) {
             0 => Phase::Setup,
             1 => Phase::Traffic,
+            3 => Phase::Idle,
             _ => Phase::Stop,
         }
     }
@@ -203,6 +209,7 @@ impl Shared {
             Phase::Setup => 0,
             Phase::Traffic => 1,
             Phase::Stop => 2,
+            Phase::Idle => 3,
         };
         self.phase.store(v, Ordering::Release);
     }
@@ -357,6 +364,11 @@ fn drive(
         sh.up_sent.load(Ordering::Relaxed),
         sh.down_sent.load(Ordering::Relaxed),
     );
+    if abort.is_none() && up > 0 {
+        sh.set_phase(Phase::Idle);
+        std::thread::sleep(IDLE_PROBES);
+        tick(&mut last);
+    }
     let traffic_start = Instant::now();
     if abort.is_none() && up > 0 {
         sh.set_phase(Phase::Traffic);
@@ -383,6 +395,7 @@ fn drive(
     }
     let mut hist =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut idle = hist.clone();
     let mut failures: HashMap<String, usize> = HashMap::new();
     let mut last_up = None;
     for t in fleet_threads {
@@ -390,6 +403,7 @@ fn drive(
             .join()
             .map_err(|_| "a fleet thread panicked".to_string())??;
         let _ = hist.add(&r.rtt_us);
+        let _ = idle.add(&r.idle_rtt_us);
         for (k, v) in r.failures {
             *failures.entry(k).or_default() += v;
         }
@@ -413,6 +427,7 @@ fn drive(
         .duration_since(t0)
         .as_secs_f64();
     let (p50, p99, p999) = report::percentiles(&hist);
+    let (idle_p50, idle_p99, _) = report::percentiles(&idle);
     let up_pps = (end.0 - base.0) as f64 / secs;
     let down_pps = (end.2 - base.2) as f64 / secs;
     let up_gbps = (end.1 - base.1) as f64 * 8.0 / secs / 1e9;
@@ -446,6 +461,8 @@ fn drive(
         p50_us: p50,
         p99_us: p99,
         p999_us: p999,
+        idle_p50_us: idle_p50,
+        idle_p99_us: idle_p99,
         probes_sent: sh.probes_sent.load(Ordering::Relaxed),
         probes_back: sh.probes_back.load(Ordering::Relaxed),
         drops,

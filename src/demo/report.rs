@@ -61,7 +61,11 @@ pub struct Summary {
     pub p99_us: f64,
     /// 99.9th percentile.
     pub p999_us: f64,
-    /// Probes sent and answered.
+    /// Round trip of the probes sent before the bulk traffic (idle gateway), p50, µs.
+    pub idle_p50_us: f64,
+    /// Idle round trip, p99, µs.
+    pub idle_p99_us: f64,
+    /// Probes sent (idle and under load).
     pub probes_sent: u64,
     /// Probes answered.
     pub probes_back: u64,
@@ -208,8 +212,12 @@ pub fn table(s: &Summary) -> String {
         s.gbps, s.mpps
     );
     o += &format!(
-        "  latency (RTT)  p50 {:.0} µs  p99 {:.0} µs  p99.9 {:.0} µs   ({} of {} probes answered)\n",
+        "  RTT under load p50 {:.0} µs  p99 {:.0} µs  p99.9 {:.0} µs   ({} of {} probes answered)\n",
         s.p50_us, s.p99_us, s.p999_us, s.probes_back, s.probes_sent
+    );
+    o += &format!(
+        "  RTT idle       p50 {:.0} µs  p99 {:.0} µs   (client → gateway → inside host and back)\n",
+        s.idle_p50_us, s.idle_p99_us
     );
     if s.drops.is_empty() {
         o += "  gateway drops  none\n";
