@@ -78,6 +78,7 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
     let mut next_probe = Instant::now();
     let mut next_service = Instant::now();
     let mut ready: Vec<usize> = Vec::new();
+    let mut credit = super::Window::new(super::IN_FLIGHT / ctx.threads as u64);
     loop {
         let phase = sh.phase();
         if phase == Phase::Stop {
@@ -174,8 +175,14 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
                 sh.probes_sent.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if phase == Phase::Traffic && !clients.is_empty() {
-            for _ in 0..CLIENTS_PER_ROUND.min(clients.len()) {
+        let room = credit.room(
+            sh.up_sent.load(Ordering::Relaxed),
+            sh.up_pkts.load(Ordering::Relaxed),
+            now,
+        );
+        if phase == Phase::Traffic && !clients.is_empty() && room >= BURST as u64 {
+            let rounds = (room / BURST as u64) as usize;
+            for _ in 0..CLIENTS_PER_ROUND.min(clients.len()).min(rounds) {
                 cursor = (cursor + 1) % clients.len();
                 let c = &mut clients[cursor];
                 if c.stage != Stage::Up {

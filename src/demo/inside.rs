@@ -97,7 +97,17 @@ pub fn send(layout: Layout, sh: Arc<Shared>, size: Size) -> Result<(), String> {
         return Ok(());
     }
     let mut next = 0usize;
+    let mut window = super::Window::new(super::IN_FLIGHT);
     while sh.phase() == Phase::Traffic {
+        let room = window.room(
+            sh.down_sent.load(Ordering::Relaxed),
+            sh.down_pkts.load(Ordering::Relaxed),
+            std::time::Instant::now(),
+        );
+        if room < BATCH as u64 {
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
         let lens: Vec<usize> = (0..BATCH)
             .map(|_| sizes.next_size().saturating_sub(28))
             .collect();

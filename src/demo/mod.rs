@@ -100,6 +100,51 @@ impl Size {
     }
 }
 
+/// Packets in flight per direction (sent and not yet received at the far end). The
+/// senders are self-clocked, like TCP: they offer as much as the path delivers, not
+/// more, so the queues stay short and the probes measure the gateway, not a backlog.
+pub const IN_FLIGHT: u64 = 512;
+
+/// A sender's share of [`IN_FLIGHT`]. Lost packets would hold the window forever: a
+/// sender blocked for 20 ms writes its packets in flight off as lost.
+pub struct Window {
+    limit: u64,
+    written_off: u64,
+    blocked_since: Option<Instant>,
+}
+
+impl Window {
+    /// A window of `limit` packets.
+    pub fn new(limit: u64) -> Window {
+        Window {
+            limit: limit.max(32),
+            written_off: 0,
+            blocked_since: None,
+        }
+    }
+
+    /// How many packets may go now, given the direction's totals sent and received.
+    pub fn room(&mut self, sent: u64, received: u64, now: Instant) -> u64 {
+        let in_flight = sent.saturating_sub(received + self.written_off);
+        if in_flight < self.limit {
+            self.blocked_since = None;
+            return self.limit - in_flight;
+        }
+        match self.blocked_since {
+            Some(t) if now.duration_since(t) > Duration::from_millis(20) => {
+                self.written_off += in_flight;
+                self.blocked_since = None;
+                self.limit
+            }
+            Some(_) => 0,
+            None => {
+                self.blocked_since = Some(now);
+                0
+            }
+        }
+    }
+}
+
 /// What `sekisho demo` was asked for.
 #[derive(Clone, Debug)]
 pub struct Options {
