@@ -543,3 +543,38 @@ pub fn reexec_in_userns(
         .status()
         .map_err(|e| format!("unshare: {e} (util-linux; needed to run the demo without root)"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_imix_is_7_4_1() {
+        assert_eq!("1400".parse::<Size>(), Ok(Size::Fixed(1400)));
+        assert_eq!("IMIX".parse::<Size>(), Ok(Size::Imix));
+        assert!("20".parse::<Size>().is_err());
+        assert!("1500".parse::<Size>().is_err());
+        let mut s = Size::Imix.iter();
+        let mut n = HashMap::new();
+        for _ in 0..1200 {
+            *n.entry(s.next_size()).or_insert(0) += 1;
+        }
+        assert_eq!((n[&64], n[&576], n[&1400]), (700, 400, 100));
+    }
+
+    #[test]
+    fn the_window_fills_drains_and_writes_off_losses() {
+        let t = Instant::now();
+        let mut w = Window::new(100);
+        assert_eq!(w.room(0, 0, t), 100);
+        assert_eq!(w.room(60, 0, t), 40);
+        assert_eq!(w.room(100, 0, t), 0);
+        assert_eq!(w.room(100, 50, t), 50);
+        // Nothing more arrives: after 20 ms the rest counts as lost.
+        assert_eq!(w.room(100, 50, t), 50);
+        assert_eq!(w.room(150, 50, t), 0);
+        assert_eq!(w.room(150, 50, t + Duration::from_millis(10)), 0);
+        assert_eq!(w.room(150, 50, t + Duration::from_millis(30)), 100);
+        assert_eq!(w.room(150, 50, t + Duration::from_millis(31)), 100);
+    }
+}

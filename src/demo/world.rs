@@ -414,3 +414,53 @@ fn netns(ns: &[String; 3], workers: usize) -> Result<(), String> {
     ])?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn layout(kind: Kind) -> Layout {
+        Layout {
+            kind,
+            gateway: GATEWAY,
+            clients: CLIENTS,
+            inside: INSIDE,
+        }
+    }
+
+    #[test]
+    fn the_pool_holds_every_client() {
+        assert_eq!(pool_for(1), "10.98.0.0/24");
+        assert_eq!(pool_for(200), "10.98.0.0/24");
+        assert_eq!(pool_for(250), "10.98.0.0/23");
+        assert_eq!(pool_for(10_000), "10.98.0.0/18");
+        assert_eq!(pool_for(40_000), "10.98.0.0/16");
+    }
+
+    #[test]
+    fn the_generated_configuration_is_one_the_gateway_accepts() {
+        for (kind, io) in [
+            (
+                Kind::Netns {
+                    ns: ["a".into(), "b".into(), "c".into()],
+                },
+                IoChoice::Auto,
+            ),
+            (Kind::Loopback, IoChoice::Socket),
+        ] {
+            let o = Options {
+                clients: 300,
+                io,
+                ..Options::default()
+            };
+            let text = config(&o, &layout(kind), std::path::Path::new("/tmp/x"));
+            let (cfg, _) = Config::parse(&text).expect("parses");
+            let (pool, users) = crate::daemon::check(&cfg).expect("checks");
+            assert_eq!(users.len(), 300);
+            assert!(pool.contains(Ipv4Addr::new(10, 98, 1, 30)));
+            assert!(cfg.l2tp.require_ipsec);
+            assert!(cfg.ipsec.max_half_open_per_peer >= 300);
+        }
+    }
+}
