@@ -1,19 +1,19 @@
 //! The client fleet of `sekisho demo`: a few threads, each owning a slice of the
 //! clients and their sockets. A thread starts its clients a window at a time (so the
-//! gateway sees a steady stream of handshakes, not one burst), polls all its sockets
-//! in one call, runs the machines' timers, and in the traffic phase sends bursts of
+//! gateway sees a steady stream of handshakes, not one burst), waits on all its
+//! sockets with one epoll, runs the machines' timers, and in the traffic phase sends bursts of
 //! sealed packets per client with one `sendmmsg`, a latency probe every millisecond,
 //! and counts what comes back.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::PollTimeout;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use super::client::{DemoClient, Stage};
 use super::world::{Layout, enter};
@@ -78,6 +78,8 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
     let mut next_probe = Instant::now();
     let mut next_service = Instant::now();
     let mut ready: Vec<usize> = Vec::new();
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("epoll: {e}"))?;
+    let mut events = vec![EpollEvent::empty(); 1024];
     let mut credit = super::Window::new(super::IN_FLIGHT / ctx.threads as u64);
     loop {
         let phase = sh.phase();
@@ -90,6 +92,10 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
             let local = SocketAddrV4::new(ctx.layout.clients, PORT_BASE + next_k as u16);
             match DemoClient::start(next_k, local, ctx.layout.gateway, now) {
                 Ok(c) => {
+                    let ev = EpollEvent::new(EpollFlags::EPOLLIN, clients.len() as u64);
+                    epoll
+                        .add(c.socket(), ev)
+                        .map_err(|e| format!("epoll: {e}"))?;
                     clients.push(c);
                     counted.push(false);
                     in_handshake += 1;
@@ -101,22 +107,13 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
             }
             next_k += 1;
         }
-        // One poll over every socket.
+        // The sockets with something to read (epoll: the cost is what is ready).
         ready.clear();
-        {
-            let mut fds: Vec<PollFd<'_>> = clients
-                .iter()
-                .map(|c| PollFd::new(c.socket().as_fd(), PollFlags::POLLIN))
-                .collect();
-            let wait = if phase == Phase::Setup { 2u8 } else { 0 };
-            if poll(&mut fds, PollTimeout::from(wait)).unwrap_or(0) > 0 {
-                for (i, f) in fds.iter().enumerate() {
-                    if f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {
-                        ready.push(i);
-                    }
-                }
-            }
-        }
+        let wait = if phase == Phase::Setup { 2u8 } else { 0 };
+        let n = epoll
+            .wait(&mut events, PollTimeout::from(wait))
+            .unwrap_or(0);
+        ready.extend(events[..n].iter().map(|e| e.data() as usize));
         let epoch = sh.epoch;
         let h = if phase == Phase::Idle {
             &mut idle_hist
