@@ -460,7 +460,9 @@ fn drive(
         }
     }
     // The gateway's last counters (it writes them every second).
-    std::thread::sleep(Duration::from_millis(1100));
+    if abort.is_none() {
+        std::thread::sleep(Duration::from_millis(1100));
+    }
     let (io, drops) = report::gateway_drops(&w.stats_file());
     w.stop_gateway(Duration::from_secs(10));
     if let Some(why) = abort {
