@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
 use crate::dataplane::worker::{ControlMsg, WorkerCmd};
-use crate::esp::sa::{Direction, Encap, Lifetime, Limits, Sa, SaConfig};
+use crate::esp::sa::{Direction, Encap, Lifetime, Limits, Sa, SaConfig, TunnelAddrs};
 use crate::esp::shard::SpiAllocators;
 use crate::ike::v1::responder::{Action, Datagram, Install, SpiSource};
 use crate::l2tp;
@@ -101,6 +101,15 @@ pub fn build_pair(i: &Install, s: SaSettings, now: Instant) -> Result<(Sa, Sa), 
         now,
     )
     .map_err(|e| format!("outbound SA: {e:?}"))?;
+    // Tunnel mode: the inner addresses from the Quick Mode IDs (a host-to-host
+    // tunnel; the data plane also learns them from verified packets).
+    let inbound = match (c.mode, c.peer_inner()) {
+        (crate::esp::sa::Mode::Tunnel, Some(peer)) => inbound.with_tunnel_addrs(TunnelAddrs {
+            local: c.local_inner().unwrap_or(*i.local.ip()),
+            peer,
+        }),
+        _ => inbound,
+    };
     Ok((inbound, outbound))
 }
 
