@@ -213,6 +213,15 @@ impl Control {
                                 inbound: Box::new(inbound),
                                 outbound: Box::new(outbound),
                             });
+                            if let Some(old) = i.rekeys {
+                                // The peer may send on the new pair before QM3 reaches
+                                // us: its sessions accept it from now on.
+                                let _ = w.send(WorkerCmd::AcceptSpi {
+                                    old_inbound_spi: old,
+                                    new_inbound_spi: i.child.inbound_spi,
+                                });
+                                self.spi_alias.insert(i.child.inbound_spi, old);
+                            }
                         }
                     }
                     Err(e) => tracing::warn!("IPsec SA not installed: {e}"),
@@ -227,6 +236,7 @@ impl Control {
                         rekey_of = replaces.map(|r| format!("{r:08x}")),
                         "IPsec SA established"
                     );
+                    self.spi_alias.remove(&inbound_spi);
                     if let Some(old) = replaces {
                         if let Some(w) = self.workers.get(usize::from(worker)) {
                             let _ = w.send(WorkerCmd::RebindSessions {
@@ -247,6 +257,7 @@ impl Control {
                         let _ = w.send(WorkerCmd::RemoveSaPair { inbound_spi });
                     }
                     self.sa_packets.remove(&inbound_spi);
+                    self.spi_alias.remove(&inbound_spi);
                     match successor {
                         Some(new) => self.rebind_l2tp(inbound_spi, new),
                         None => self.close_l2tp_over(now, inbound_spi, reason),

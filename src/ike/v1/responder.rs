@@ -14,6 +14,7 @@
 
 use std::cmp::Reverse;
 mod phase2;
+mod rekey;
 mod timers;
 
 use std::collections::hash_map::DefaultHasher;
@@ -112,6 +113,9 @@ pub struct Install {
     pub local: SocketAddrV4,
     /// Keys, SPIs, transform, mode.
     pub child: ChildSa,
+    /// Our SPI of the pair this one is negotiated to replace (a rekey): sessions over
+    /// it may accept the new pair's packets at once.
+    pub rekeys: Option<u32>,
 }
 
 /// What the control thread must do.
@@ -210,6 +214,7 @@ struct IkeSa {
     last_heard: Instant,
     dpd: Dpd,
     pending_qm: HashMap<u32, (Qm2Sent, u32)>,
+    initiated: HashMap<u32, rekey::Initiated>,
     done_mids: VecDeque<u32>,
     responses: VecDeque<(u64, Vec<u8>)>,
 }
@@ -221,6 +226,7 @@ struct Child {
     peer_id: Vec<u8>,
     outbound_spi: u32,
     selectors: (Option<Vec<u8>>, Option<Vec<u8>>, bool),
+    offer: rekey::Reoffer,
     active: bool,
     replaced_by: Option<u32>,
     expires: Instant,
@@ -249,6 +255,13 @@ enum Timer {
     Half(Cookies),
     Ike(Cookies),
     Child(u32),
+    /// Start a Quick Mode rekey of this pair (our side).
+    Rekey(u32),
+    /// Resend our QM1 of this exchange if unanswered.
+    QmResend(Cookies, u32),
+    /// Switch the sessions to this pair (a rekey we started, once the peer had time
+    /// to take QM3).
+    Activate(u32),
 }
 
 /// The IKEv1 responder.
@@ -666,6 +679,7 @@ impl Responder {
                 last_asked: now,
             },
             pending_qm: HashMap::new(),
+            initiated: HashMap::new(),
             done_mids: VecDeque::new(),
             responses: VecDeque::new(),
         };

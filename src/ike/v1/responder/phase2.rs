@@ -30,6 +30,10 @@ impl Responder {
             return;
         }
         let mid = h.message_id;
+        if ike.initiated.contains_key(&mid) {
+            self.on_qm2(now, cookies, mid, d);
+            return;
+        }
         if let Some((qm, spi)) = ike.pending_qm.get(&mid) {
             let spi = *spi;
             if qm.on_qm3(&ike.p1, d.data).is_err() {
@@ -66,6 +70,7 @@ impl Responder {
                 remember(&mut ike.responses, req, &qm2);
                 let (peer, local, ike_worker) = (ike.peer, ike.local, ike.worker);
                 let peer_id = ike.p1.peer_id.data.clone();
+                let natt = ike.p1.natt;
                 self.send(ike_worker, peer, local, qm2);
                 let expires = now + child.lifetime;
                 tracing::info!(
@@ -77,29 +82,7 @@ impl Responder {
                     lifetime_s = child.lifetime.as_secs(),
                     "IPsec SA negotiated"
                 );
-                self.peers
-                    .entry((peer, peer_id.clone()))
-                    .or_default()
-                    .children
-                    .push(spi);
-                self.children.insert(
-                    spi,
-                    Child {
-                        worker,
-                        ike: cookies,
-                        peer,
-                        peer_id,
-                        outbound_spi: child.outbound_spi,
-                        selectors: (
-                            child.local_ts.as_ref().map(|t| t.emit()),
-                            child.peer_ts.as_ref().map(|t| t.emit()),
-                            child.mode == crate::esp::sa::Mode::Tunnel,
-                        ),
-                        active: false,
-                        replaced_by: None,
-                        expires,
-                    },
-                );
+                let rekeys = self.add_child(now, cookies, worker, (peer, peer_id), &child, natt);
                 self.timers.push(Reverse((
                     now + self.cfg.exchange_timeout,
                     Timer::Child(spi),
@@ -110,6 +93,7 @@ impl Responder {
                     peer,
                     local,
                     child,
+                    rekeys,
                 })));
             }
             Err(e) => {
@@ -142,8 +126,55 @@ impl Responder {
         }
     }
 
+    /// Records a new, not yet active pair; returns the active pair it would replace
+    /// (same peer and selectors), and arms our own rekey of it at 90 % of its lifetime.
+    pub(super) fn add_child(
+        &mut self,
+        now: Instant,
+        ike: Cookies,
+        worker: u16,
+        (peer, peer_id): (std::net::SocketAddrV4, Vec<u8>),
+        child: &quick_mode::ChildSa,
+        natt: Option<super::super::natd::NatT>,
+    ) -> Option<u32> {
+        let spi = child.inbound_spi;
+        let selectors = (
+            child.local_ts.as_ref().map(|t| t.emit()),
+            child.peer_ts.as_ref().map(|t| t.emit()),
+            child.mode == crate::esp::sa::Mode::Tunnel,
+        );
+        let set = self.peers.entry((peer, peer_id.clone())).or_default();
+        let old = set.children.iter().copied().find(|s| {
+            self.children
+                .get(s)
+                .is_some_and(|o| o.active && o.replaced_by.is_none() && o.selectors == selectors)
+        });
+        set.children.push(spi);
+        let expires = now + child.lifetime;
+        self.children.insert(
+            spi,
+            Child {
+                worker,
+                ike,
+                peer,
+                peer_id,
+                outbound_spi: child.outbound_spi,
+                selectors,
+                offer: super::rekey::Reoffer::of(child, natt),
+                active: false,
+                replaced_by: None,
+                expires,
+            },
+        );
+        self.timers.push(Reverse((
+            now + child.lifetime.mul_f32(0.9),
+            Timer::Rekey(spi),
+        )));
+        old
+    }
+
     /// The other children of `spi`'s peer.
-    fn siblings(&self, spi: u32) -> Vec<u32> {
+    pub(super) fn siblings(&self, spi: u32) -> Vec<u32> {
         let Some(c) = self.children.get(&spi) else {
             return Vec::new();
         };
@@ -153,7 +184,7 @@ impl Responder {
             .unwrap_or_default()
     }
 
-    fn activate(&mut self, spi: u32) {
+    pub(super) fn activate(&mut self, spi: u32) {
         let Some(c) = self.children.get(&spi) else {
             return;
         };

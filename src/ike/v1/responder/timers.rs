@@ -23,6 +23,13 @@ impl Responder {
                 }
                 Timer::Child(spi) => self.child_timer(now, spi),
                 Timer::Ike(c) => self.ike_timer(now, c),
+                Timer::Rekey(spi) => self.start_rekey(now, spi),
+                Timer::QmResend(c, mid) => self.resend_qm1(now, c, mid),
+                Timer::Activate(spi) => {
+                    if self.children.get(&spi).is_some_and(|c| !c.active) {
+                        self.activate(spi);
+                    }
+                }
             }
         }
     }
