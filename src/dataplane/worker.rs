@@ -92,6 +92,15 @@ pub enum WorkerCmd {
         /// Our SPI of the new SA.
         new_inbound_spi: u32,
     },
+    /// A Phase 2 rekey is being negotiated: sessions bound to `old_inbound_spi` also
+    /// accept packets on `new_inbound_spi` (installed already) before the exchange is
+    /// confirmed and [`WorkerCmd::RebindSessions`] switches their outbound SA.
+    AcceptSpi {
+        /// Our SPI of the SA being replaced.
+        old_inbound_spi: u32,
+        /// Our SPI of the new SA.
+        new_inbound_spi: u32,
+    },
     /// Sends one IKE message as a UDP datagram `local:local_port → peer:peer_port`,
     /// behind the 4-octet non-ESP marker (RFC 3948 §2.2) when `local_port` is 4500.
     SendIke {
@@ -537,6 +546,22 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
                         );
                     }
                 },
+                WorkerCmd::AcceptSpi {
+                    old_inbound_spi,
+                    new_inbound_spi,
+                } => {
+                    let n = self
+                        .shard
+                        .sessions
+                        .accept_also(old_inbound_spi, new_inbound_spi);
+                    tracing::debug!(
+                        worker = self.cfg.id,
+                        old = format_args!("{old_inbound_spi:#010x}"),
+                        new = format_args!("{new_inbound_spi:#010x}"),
+                        sessions = n,
+                        "sessions accept the rekeyed SA"
+                    );
+                }
                 WorkerCmd::SendIke {
                     peer,
                     peer_port,

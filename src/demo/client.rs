@@ -260,6 +260,7 @@ impl DemoClient {
             peer: SocketAddrV4::new(self.gateway, 4500),
             local: self.local,
             child,
+            rekeys: None,
         };
         let settings = SaSettings {
             replay_window: 1024,
