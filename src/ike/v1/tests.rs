@@ -214,6 +214,23 @@ fn nat_floats_to_4500_and_encapsulates() {
 }
 
 #[test]
+fn forced_encapsulation_without_nat_floats_and_encapsulates() {
+    // strongSwan's `encap = yes`: no NAT on the path, ESP in UDP all the same.
+    let mut net = Net::new();
+    let local = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 20_000);
+    let (mut c, mm1) = client(local, 11);
+    c.force_encap();
+    net.run(&mut c, mm1, no_nat);
+    assert!(c.is_up());
+    assert_eq!(c.gateway().port(), 4500);
+    assert!(c.child().expect("client child").udp);
+    let i = &net.installs[0];
+    assert!(i.child.udp, "the gateway sees the client behind a NAT");
+    assert_eq!(i.local.port(), 4500);
+    assert_eq!(i.peer, SocketAddrV4::new(*local.ip(), 4500));
+}
+
+#[test]
 fn two_clients_behind_one_nat() {
     let mut net = Net::new();
     let private = SocketAddrV4::new(Ipv4Addr::new(192, 168, 1, 10), 500);
