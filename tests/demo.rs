@@ -68,9 +68,15 @@ fn demo_without_root_on_loopback() {
         return;
     }
     // An unprivileged user namespace is what the no-root path needs.
-    let probe = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--net", "true"])
-        .output();
+    let unshare = ["unshare", "--user", "--map-root-user", "--net", "true"];
+    let probe = if root {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(unshare)
+            .output()
+    } else {
+        Command::new(unshare[0]).args(&unshare[1..]).output()
+    };
     if !probe.is_ok_and(|o| o.status.success()) {
         common::skip(test, "unprivileged user namespaces are disabled here");
         return;
