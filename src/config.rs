@@ -110,7 +110,7 @@ pub struct Ipsec {
     /// Longest ESP lifetime accepted (longer requests get RESPONDER-LIFETIME), seconds.
     #[serde(default = "esp_lifetime_max")]
     pub esp_lifetime_max: u64,
-    /// DPD (RFC 3706): a peer silent this long is asked; dead after two more
+    /// DPD (RFC 3706): a peer silent this long is asked; dead after one and a half more
     /// intervals without an answer. 0 disables.
     #[serde(default = "dpd_interval")]
     pub dpd_interval: u64,

@@ -72,7 +72,7 @@ impl Responder {
         let mut next = ike.last_heard + interval;
         if idle >= interval {
             let since = *ike.dpd.asked_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= interval * 2 {
+            if now.saturating_duration_since(since) >= interval * 3 / 2 {
                 let peer = ike.peer;
                 tracing::warn!(peer = %peer, "peer dead (DPD): removing its SAs");
                 self.stats.dpd_dead += 1;
@@ -103,7 +103,7 @@ impl Responder {
                     self.send(w, p, l, m);
                 }
             }
-            next = now + interval / 2;
+            next = (now + interval / 2).min(since + interval * 3 / 2);
         }
         self.timers.push(Reverse((
             next.max(now + Duration::from_millis(100)),
