@@ -255,14 +255,22 @@ impl Control {
                 self.peer_worker.insert(peer, msg.worker);
                 self.lns.input(now, peer, &msg.data, msg.worker);
             }
-            ControlKind::PppControl => {
+            ControlKind::PppControl | ControlKind::PppUnbound { .. } => {
                 let Some(ids) = msg.session else {
                     self.stats.dropped += 1;
                     return;
                 };
+                // A frame the worker could not bind to a session must come from the
+                // session's own peer (address and SA) to be believed.
+                let unbound = matches!(msg.kind, ControlKind::PppUnbound { .. });
                 match self.calls.get_mut(&ids) {
-                    Some(c) => c.link.input(now, &msg.data),
-                    None => {
+                    Some(c)
+                        if !unbound
+                            || (c.peer.spi == peer.spi && c.peer.addr.ip() == peer.addr.ip()) =>
+                    {
+                        c.link.input(now, &msg.data)
+                    }
+                    _ => {
                         self.stats.dropped += 1;
                         return;
                     }

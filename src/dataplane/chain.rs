@@ -32,6 +32,15 @@ pub enum ControlKind {
     L2tpControl,
     /// A PPP frame that is not IPv4 (LCP, authentication, IPCP, …).
     PppControl,
+    /// A PPP control frame for a session the worker does not hold yet: the client's
+    /// first LCP Configure-Request can overtake the session install that follows ICCN.
+    /// The control thread, which knows the session, takes it if the sender matches.
+    PppUnbound {
+        /// Our tunnel id.
+        tunnel: u16,
+        /// Our session id.
+        session: u16,
+    },
 }
 
 /// The outcome of a packet after a batch call.
@@ -405,11 +414,23 @@ impl Shard {
             self.stats.to_control += 1;
             return;
         }
+        let ppp = l2.start + pkt.header_len()..l2.end;
         let Some(idx) = self.sessions.find_by_ids(pkt.tunnel_id(), pkt.session_id()) else {
-            Self::set_drop(&mut self.stats, p, DropReason::UnknownSession);
+            let control = ppp::Frame::new_checked(&b[ppp.clone()])
+                .is_ok_and(|f| f.protocol() != ppp::Protocol::IPV4);
+            if control {
+                p.start = ppp.start;
+                p.end = ppp.end;
+                p.verdict = Verdict::ToControl(ControlKind::PppUnbound {
+                    tunnel: pkt.tunnel_id(),
+                    session: pkt.session_id(),
+                });
+                self.stats.to_control += 1;
+            } else {
+                Self::set_drop(&mut self.stats, p, DropReason::UnknownSession);
+            }
             return;
         };
-        let ppp = l2.start + pkt.header_len()..l2.end;
         let Some(s) = self.sessions.get(idx) else {
             Self::set_drop(&mut self.stats, p, DropReason::UnknownSession);
             return;

@@ -496,3 +496,47 @@ fn outer_destination_is_recorded() {
     assert_eq!(batch[2].outer_dst, GW);
     assert_eq!(batch[3].outer_dst, GW);
 }
+
+#[test]
+fn ppp_control_for_a_session_not_installed_yet_goes_up_with_its_ids() {
+    // The client's first LCP Configure-Request can arrive before the session install
+    // that follows ICCN: it goes to the control thread (which knows the session), an
+    // IPv4 frame for an unknown session is still dropped.
+    let mut shard = new_shard(4);
+    shard.require_ipsec = false;
+    let frame = |ppp: &[u8]| {
+        let mut f = vec![0u8; 28 + 6 + ppp.len()];
+        let total = f.len() as u16;
+        crate::esp::encap::write_ipv4_header(
+            &mut f[..20],
+            total,
+            1,
+            17,
+            Ipv4Addr::new(203, 0, 113, 1),
+            GW,
+        );
+        f[20..22].copy_from_slice(&1701u16.to_be_bytes());
+        f[22..24].copy_from_slice(&1701u16.to_be_bytes());
+        f[24..26].copy_from_slice(&(total - 20).to_be_bytes());
+        // L2TP data header: version 2, tunnel 7, session 9.
+        f[28..34].copy_from_slice(&[0x00, 0x02, 0, 7, 0, 9]);
+        f[34..].copy_from_slice(ppp);
+        f
+    };
+    let lcp = frame(&[0xff, 0x03, 0xc0, 0x21, 1, 1, 0, 4]);
+    let len = lcp.len();
+    let mut batch = vec![Pkt::new(lcp, 0, len)];
+    shard.decap_batch(&mut batch);
+    assert_eq!(
+        batch[0].verdict,
+        Verdict::ToControl(ControlKind::PppUnbound {
+            tunnel: 7,
+            session: 9
+        })
+    );
+    let ip = frame(&[0xff, 0x03, 0x00, 0x21, 0x45, 0, 0, 20]);
+    let len = ip.len();
+    let mut batch = vec![Pkt::new(ip, 0, len)];
+    shard.decap_batch(&mut batch);
+    assert_eq!(batch[0].verdict, Verdict::Drop(DropReason::UnknownSession));
+}

@@ -457,10 +457,13 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
     }
 
     fn pass_up(&mut self, kind: ControlKind, p: &Pkt<O::Frame>) {
-        let session = p
-            .session
-            .and_then(|i| self.shard.sessions.get(i))
-            .map(|s| (s.local_tunnel_id, s.local_session_id));
+        let session = match kind {
+            ControlKind::PppUnbound { tunnel, session } => Some((tunnel, session)),
+            _ => p
+                .session
+                .and_then(|i| self.shard.sessions.get(i))
+                .map(|s| (s.local_tunnel_id, s.local_session_id)),
+        };
         let msg = ControlMsg {
             kind,
             worker: self.cfg.id,
