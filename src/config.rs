@@ -86,16 +86,86 @@ pub struct Ipsec {
     /// Pre-shared key for L2TP/IPsec clients (≥ 20 characters or a warning).
     #[serde(default)]
     pub psk: Option<Secret>,
+    /// Per-peer keys, by outer address or by the ID the client sends.
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<IpsecPeer>,
     /// ESP anti-replay window (64..=4096, multiple of 64).
     #[serde(default = "replay_window")]
     pub replay_window: u32,
+    /// Accept 3DES for IKE (weak; off by default).
+    #[serde(default)]
+    pub allow_3des: bool,
+    /// Accept DH group 2, MODP-1024 (weak; off by default).
+    #[serde(default)]
+    pub allow_modp1024: bool,
+    /// Shortest IKE (Phase 1) lifetime accepted, seconds.
+    #[serde(default = "lifetime_min")]
+    pub ike_lifetime_min: u64,
+    /// Longest IKE lifetime accepted, seconds.
+    #[serde(default = "ike_lifetime_max")]
+    pub ike_lifetime_max: u64,
+    /// Shortest ESP (Phase 2) lifetime accepted, seconds.
+    #[serde(default = "lifetime_min")]
+    pub esp_lifetime_min: u64,
+    /// Longest ESP lifetime accepted (longer requests get RESPONDER-LIFETIME), seconds.
+    #[serde(default = "esp_lifetime_max")]
+    pub esp_lifetime_max: u64,
+    /// DPD (RFC 3706): a peer silent this long is asked; dead after two more
+    /// intervals without an answer. 0 disables.
+    #[serde(default = "dpd_interval")]
+    pub dpd_interval: u64,
+    /// Unauthenticated IKE exchanges in total.
+    #[serde(default = "max_half_open")]
+    pub max_half_open: usize,
+    /// Unauthenticated IKE exchanges per source address.
+    #[serde(default = "max_half_open_per_peer")]
+    pub max_half_open_per_peer: usize,
+    /// Diffie-Hellman computations per second for new exchanges (established users
+    /// are never starved by a flood of first messages).
+    #[serde(default = "dh_per_second")]
+    pub dh_per_second: u32,
+}
+
+/// `[[ipsec.peer]]`: a key for one peer.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpsecPeer {
+    /// The peer's outer address.
+    #[serde(default)]
+    pub address: Option<Ipv4Addr>,
+    /// The identity the peer sends (an IPv4 address or a name).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The key.
+    pub psk: Secret,
+}
+
+impl IpsecPeer {
+    /// The ID payload data this entry matches: 4 octets for an address, else the name.
+    pub fn id_data(&self) -> Option<Vec<u8>> {
+        self.id.as_ref().map(|i| match i.parse::<Ipv4Addr>() {
+            Ok(a) => a.octets().to_vec(),
+            Err(_) => i.as_bytes().to_vec(),
+        })
+    }
 }
 
 impl Default for Ipsec {
     fn default() -> Self {
         Ipsec {
             psk: None,
+            peers: Vec::new(),
             replay_window: replay_window(),
+            allow_3des: false,
+            allow_modp1024: false,
+            ike_lifetime_min: lifetime_min(),
+            ike_lifetime_max: ike_lifetime_max(),
+            esp_lifetime_min: lifetime_min(),
+            esp_lifetime_max: esp_lifetime_max(),
+            dpd_interval: dpd_interval(),
+            max_half_open: max_half_open(),
+            max_half_open_per_peer: max_half_open_per_peer(),
+            dh_per_second: dh_per_second(),
         }
     }
 }
@@ -104,7 +174,19 @@ impl fmt::Debug for Ipsec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ipsec")
             .field("psk", &self.psk.as_ref().map(|_| "<secret>"))
+            .field("peers", &self.peers.len())
             .field("replay_window", &self.replay_window)
+            .field("allow_3des", &self.allow_3des)
+            .field("allow_modp1024", &self.allow_modp1024)
+            .field(
+                "ike_lifetime",
+                &(self.ike_lifetime_min, self.ike_lifetime_max),
+            )
+            .field(
+                "esp_lifetime",
+                &(self.esp_lifetime_min, self.esp_lifetime_max),
+            )
+            .field("dpd_interval", &self.dpd_interval)
             .finish()
     }
 }
@@ -263,6 +345,27 @@ fn p1701() -> u16 {
 fn replay_window() -> u32 {
     1024
 }
+fn lifetime_min() -> u64 {
+    300
+}
+fn ike_lifetime_max() -> u64 {
+    86_400
+}
+fn esp_lifetime_max() -> u64 {
+    28_800
+}
+fn dpd_interval() -> u64 {
+    30
+}
+fn max_half_open() -> usize {
+    10_000
+}
+fn max_half_open_per_peer() -> usize {
+    64
+}
+fn dh_per_second() -> u32 {
+    20_000
+}
 fn yes() -> bool {
     true
 }
@@ -392,6 +495,50 @@ impl Config {
                 warnings.push("ipsec.psk: shorter than 20 characters; use a long random key".into())
             }
             _ => {}
+        }
+        let ip = &self.ipsec;
+        if ip.ike_lifetime_min == 0 || ip.ike_lifetime_min > ip.ike_lifetime_max {
+            return Err(err(
+                "ipsec.ike_lifetime_min",
+                format!(
+                    "{} must be in 1..=ike_lifetime_max ({})",
+                    ip.ike_lifetime_min, ip.ike_lifetime_max
+                ),
+            ));
+        }
+        if ip.esp_lifetime_min == 0 || ip.esp_lifetime_min > ip.esp_lifetime_max {
+            return Err(err(
+                "ipsec.esp_lifetime_min",
+                format!(
+                    "{} must be in 1..=esp_lifetime_max ({})",
+                    ip.esp_lifetime_min, ip.esp_lifetime_max
+                ),
+            ));
+        }
+        if ip.max_half_open == 0 || ip.max_half_open_per_peer == 0 {
+            return Err(err(
+                "ipsec.max_half_open",
+                "must be at least 1 (also max_half_open_per_peer)",
+            ));
+        }
+        if ip.dh_per_second == 0 {
+            return Err(err("ipsec.dh_per_second", "must be at least 1"));
+        }
+        for (i, p) in ip.peers.iter().enumerate() {
+            if p.address.is_none() && p.id.is_none() {
+                return Err(err(&format!("ipsec.peer[{i}]"), "needs address or id"));
+            }
+            if p.psk.expose().is_empty() {
+                return Err(err(&format!("ipsec.peer[{i}].psk"), "is empty"));
+            }
+        }
+        if ip.allow_3des {
+            warnings.push("ipsec.allow_3des: 3DES is weak; enable only for old clients".into());
+        }
+        if ip.allow_modp1024 {
+            warnings.push(
+                "ipsec.allow_modp1024: MODP-1024 is weak; enable only for old clients".into(),
+            );
         }
         if self.l2tp.hello_interval == 0 {
             return Err(err("l2tp.hello_interval", "must be at least 1 second"));

@@ -15,8 +15,11 @@ use crate::control::accounting::Accounting;
 use crate::control::{Control, ControlConfig, Tick};
 use crate::dataplane::io::tun::TunConfig;
 use crate::dataplane::runtime::{self, PlaneConfig, tunnel_bits};
+use crate::ike::v1::proposal::Algorithms;
+use crate::ike::v1::responder::{PeerPsk, Responder, ResponderConfig};
 use crate::l2tp::{self, Lns, LnsConfig};
 use crate::ppp;
+use zeroize::Zeroizing;
 
 /// Everything `check-config` verifies beyond the file's own validation: the pool
 /// parses, users are valid, the local address is outside the pool.
@@ -139,6 +142,23 @@ pub fn run(path: &Path) -> Result<(), String> {
         accounting,
         plane.cmds.clone(),
     );
+    if cfg.ipsec.psk.is_some() || !cfg.ipsec.peers.is_empty() {
+        let spis = crate::control::ike::PlaneSpis(
+            plane
+                .spi_allocators()
+                .map_err(|e| format!("gateway.workers: {e:?}"))?,
+        );
+        let responder = Responder::new(ike_config(&cfg), Box::new(spis));
+        let dpd = Duration::from_secs(cfg.ipsec.dpd_interval.max(1));
+        control = control.with_ike(
+            responder,
+            crate::control::ike::SaSettings {
+                replay_window: cfg.ipsec.replay_window,
+                backend: crate::crypto::Backend::default(),
+            },
+            dpd / 3,
+        );
+    }
 
     let term = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
@@ -157,10 +177,13 @@ pub fn run(path: &Path) -> Result<(), String> {
         if hup.swap(false, Ordering::Relaxed) {
             match Config::load(&reload_path)
                 .map_err(|e| e.to_string())
-                .and_then(|(c, _)| users_of(&c))
+                .and_then(|(c, _)| reload_of(&c))
             {
-                // Established sessions are kept; new logins use the new users.
-                Ok(u) => return Tick::ReloadUsers(u),
+                // Established sessions are kept; new logins use the new settings.
+                Ok(r) => {
+                    tracing::info!("SIGHUP: users, keys and pool reloaded");
+                    return Tick::Reload(Box::new(r));
+                }
                 Err(e) => tracing::warn!("SIGHUP: configuration not reloaded: {e}"),
             }
         }
@@ -175,6 +198,48 @@ pub fn run(path: &Path) -> Result<(), String> {
         "sekisho stopped"
     );
     Ok(())
+}
+
+/// The IKEv1 responder's settings from `[ipsec]`.
+pub fn ike_config(cfg: &Config) -> ResponderConfig {
+    let ip = &cfg.ipsec;
+    let key = |s: &crate::config::Secret| Zeroizing::new(s.expose().as_bytes().to_vec());
+    let mut r = ResponderConfig::new(cfg.gateway.listen, ip.psk.as_ref().map(key));
+    r.peers = ip
+        .peers
+        .iter()
+        .map(|p| PeerPsk {
+            address: p.address,
+            id: p.id_data(),
+            psk: key(&p.psk),
+        })
+        .collect();
+    r.algs = Algorithms {
+        allow_3des: ip.allow_3des,
+        allow_modp1024: ip.allow_modp1024,
+        ike_lifetime: (
+            Duration::from_secs(ip.ike_lifetime_min),
+            Duration::from_secs(ip.ike_lifetime_max),
+        ),
+        esp_lifetime: (
+            Duration::from_secs(ip.esp_lifetime_min),
+            Duration::from_secs(ip.esp_lifetime_max),
+        ),
+    };
+    r.dpd_interval = (ip.dpd_interval > 0).then(|| Duration::from_secs(ip.dpd_interval));
+    r.max_half_open = ip.max_half_open;
+    r.max_half_open_per_peer = ip.max_half_open_per_peer;
+    r.dh_per_second = ip.dh_per_second;
+    r
+}
+
+/// What SIGHUP reloads: users, IKE keys and settings, the pool.
+fn reload_of(c: &Config) -> Result<crate::control::Reload, String> {
+    Ok(crate::control::Reload {
+        users: users_of(c)?,
+        ike: Some(ike_config(c)),
+        pool: Some(Pool::parse(&c.pool.range).map_err(|e| format!("pool.range: {e}"))?),
+    })
 }
 
 /// The smallest prefix that holds the whole pool (what router mode steers).

@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod dataplane;
 pub mod esp;
+pub mod ike;
 pub mod l2tp;
 pub mod ppp;
 pub mod wire;

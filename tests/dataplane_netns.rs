@@ -247,17 +247,14 @@ fn run_mode(io: IoMode, tag: &str, workers: usize, router: bool) {
         }
         let plane = runtime::start(&cfg).expect("data plane");
         let side = GatewaySide::new(&params(workers), seed).unwrap();
-        let (reply_tx, reply_rx) = bounded(1);
+        // The control thread allocates the SPI on the owning worker; no reply.
+        let mut spis = plane.spi_allocators().unwrap();
+        let spi = spis.allocate(workers as u16 - 1).unwrap();
         plane.cmds[workers - 1]
             .send(WorkerCmd::InstallSaPair {
-                inbound: Box::new(side.inbound),
+                inbound: Box::new(side.inbound.with_spi(spi)),
                 outbound: Box::new(side.outbound),
-                reply: reply_tx,
             })
-            .unwrap();
-        let spi = reply_rx
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap()
             .unwrap();
         let mut session = side.session;
         session.inbound_spi = Some(spi);

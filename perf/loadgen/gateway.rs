@@ -2,7 +2,7 @@
 //! both (outside: ESP and UDP 500/4500/1701; inside: the client pool), one pinned
 //! [`Worker`] per worker core over [`XdpPort`] (outside) and [`XdpInside`] (inside),
 //! sessions installed through [`WorkerCmd`] as the control thread installs them
-//! (InstallSaPair → the worker replies with the inbound SPI it allocated;
+//! (the inbound SPI allocated here, as the control thread does, then InstallSaPair;
 //! InstallSession at ICCN without an address; SetSessionAddress when IPCP is up).
 
 use std::net::Ipv4Addr;
@@ -25,7 +25,7 @@ use sekisho::dataplane::xdp::loader::{Side, SteerConfig, Steering};
 use sekisho::dataplane::xdp::port::{XdpInside, XdpPort, interface_mac};
 use sekisho::dataplane::xdp::xsk::XdpFrame;
 use sekisho::esp::sa::{Direction, Encap, Lifetime, Mode, Sa, SaConfig};
-use sekisho::esp::shard::{SpiLayout, SpiTable};
+use sekisho::esp::shard::{SpiAllocators, SpiLayout, SpiTable};
 
 use crate::common::*;
 
@@ -256,7 +256,7 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
     let mut rng = SplitMix(a.seed);
     let now = Instant::now();
     let mut entries = Vec::with_capacity(a.sessions as usize);
-    let mut replies = Vec::with_capacity(a.sessions as usize);
+    let mut spis = SpiAllocators::new(SpiLayout::DEFAULT, a.workers).map_err(|e| e.to_string())?;
     for k in 0..a.sessions {
         let w = (k % u32::from(a.workers)) as u16;
         let keymat_seed = rng.next_u64();
@@ -306,23 +306,22 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
             now,
         )
         .map_err(|e| format!("outbound SA: {e:?}"))?;
-        let (rtx, rrx) = bounded(1);
+        let spi = spis
+            .allocate(w)
+            .map_err(|_| format!("worker {w}: no SPI left"))?;
         workers[usize::from(w)]
             .cmds
             .send(WorkerCmd::InstallSaPair {
-                inbound: Box::new(inbound),
+                inbound: Box::new(inbound.with_spi(spi)),
                 outbound: Box::new(outbound),
-                reply: rtx,
             })
             .ctx("worker gone")?;
-        entries.push(e);
-        replies.push(rrx);
-    }
-    for (e, r) in entries.iter_mut().zip(replies) {
-        let spi = r
-            .recv_timeout(Duration::from_secs(30))
-            .ctx("no reply to InstallSaPair")??;
+        let mut e = e;
         e.spi_in = spi;
+        entries.push(e);
+    }
+    for e in &entries {
+        let spi = e.spi_in;
         workers[usize::from(e.worker)]
             .cmds
             .send(WorkerCmd::InstallSession(Box::new(Session {
@@ -332,6 +331,7 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
                 peer_session_id: e.client_session,
                 peer_port: 1701,
                 inbound_spi: Some(spi),
+                prev_inbound_spi: None,
                 outbound: None,
                 inner_addr: None,
                 acfc: false,

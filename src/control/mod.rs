@@ -8,6 +8,7 @@
 //! keepalives.
 
 pub mod accounting;
+pub mod ike;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -48,6 +49,18 @@ pub enum Tick {
     Stop,
     /// New local users (SIGHUP); established sessions are kept.
     ReloadUsers(LocalUsers),
+    /// New users, keys and pool (SIGHUP); established sessions and SAs are kept.
+    Reload(Box<Reload>),
+}
+
+/// What SIGHUP reloads.
+pub struct Reload {
+    /// Local users.
+    pub users: LocalUsers,
+    /// IKE keys and algorithm settings.
+    pub ike: Option<crate::ike::v1::responder::ResponderConfig>,
+    /// The address pool (addresses in use stay assigned).
+    pub pool: Option<Pool>,
 }
 
 /// One L2TP session with its PPP link.
@@ -87,6 +100,11 @@ pub struct Control {
     timers: BinaryHeap<Reverse<(Instant, (u16, u16))>>,
     next_request: u64,
     pending_auth: HashMap<RequestId, (u16, u16)>,
+    ike: Option<crate::ike::v1::Responder>,
+    sa_settings: ike::SaSettings,
+    sa_packets: HashMap<u32, u64>,
+    next_activity_poll: Option<Instant>,
+    activity_every: Duration,
     /// Counters.
     pub stats: ControlStats,
 }
@@ -113,8 +131,35 @@ impl Control {
             timers: BinaryHeap::new(),
             next_request: 1,
             pending_auth: HashMap::new(),
+            ike: None,
+            sa_settings: ike::SaSettings {
+                replay_window: 1024,
+                backend: crate::crypto::Backend::default(),
+            },
+            sa_packets: HashMap::new(),
+            next_activity_poll: None,
+            activity_every: Duration::from_secs(10),
             stats: ControlStats::default(),
         }
+    }
+
+    /// Adds the IKEv1 responder. `activity_every` is how often the workers are asked
+    /// which SAs carried traffic (a third of the DPD interval).
+    pub fn with_ike(
+        mut self,
+        responder: crate::ike::v1::Responder,
+        sa_settings: ike::SaSettings,
+        activity_every: Duration,
+    ) -> Control {
+        self.ike = Some(responder);
+        self.sa_settings = sa_settings;
+        self.activity_every = activity_every.max(Duration::from_millis(500));
+        self
+    }
+
+    /// The IKE responder's counters.
+    pub fn ike_stats(&self) -> Option<crate::ike::v1::responder::IkeStats> {
+        self.ike.as_ref().map(|i| i.stats.clone())
     }
 
     /// Sessions currently known (up or negotiating).
@@ -127,6 +172,23 @@ impl Control {
         self.users = users;
     }
 
+    /// Applies a SIGHUP reload: new logins, IKE exchanges and address grants use the
+    /// new settings; nothing established is dropped.
+    pub fn reload(&mut self, r: Reload) {
+        self.users = r.users;
+        if let (Some(ike), Some(cfg)) = (self.ike.as_mut(), r.ike) {
+            ike.reconfigure(cfg);
+        }
+        if let Some(mut pool) = r.pool {
+            for c in self.calls.values() {
+                if let Some(a) = c.addr {
+                    pool.reserve(a);
+                }
+            }
+            self.pool = pool;
+        }
+    }
+
     /// Runs until `tick` says stop, then tears every session down politely.
     pub fn run(&mut self, up: &Receiver<ControlMsg>, mut tick: impl FnMut() -> Tick) {
         loop {
@@ -134,6 +196,7 @@ impl Control {
                 Tick::Go => {}
                 Tick::Stop => break,
                 Tick::ReloadUsers(u) => self.reload_users(u),
+                Tick::Reload(r) => self.reload(*r),
             }
             let now = Instant::now();
             let wait = self
@@ -158,12 +221,15 @@ impl Control {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let a = self.lns.next_timeout();
-        let b = self.timers.peek().map(|Reverse((t, _))| *t);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.lns.next_timeout(),
+            self.timers.peek().map(|Reverse((t, _))| *t),
+            self.ike.as_ref().and_then(|i| i.next_timeout()),
+            self.ike.as_ref().and(self.next_activity_poll),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Handles one packet from a worker.
@@ -196,8 +262,8 @@ impl Control {
                 self.drain_link(now, ids);
             }
             ControlKind::Ike => {
-                // The IKEv1 responder is another issue's work: count and drop.
-                self.stats.dropped += 1;
+                self.on_ike(now, &msg);
+                return;
             }
         }
         self.drain_lns(now);
@@ -205,6 +271,7 @@ impl Control {
 
     /// Runs due timers.
     pub fn on_timers(&mut self, now: Instant) {
+        self.ike_timers(now);
         if self.lns.next_timeout().is_some_and(|t| t <= now) {
             self.lns.handle_timeout(now);
             self.drain_lns(now);
@@ -294,6 +361,7 @@ impl Control {
                 1701
             },
             inbound_spi: (info.peer.spi != 0).then_some(info.peer.spi),
+            prev_inbound_spi: None,
             outbound: None,
             inner_addr: None,
             acfc: false,
@@ -492,6 +560,12 @@ impl Control {
                 self.finish(id, c, "gateway shutdown");
             }
         }
+        // Last, the IKE deletes (after CDN/StopCCN left under the SAs).
+        if let Some(ike) = self.ike.as_mut() {
+            ike.shutdown();
+        }
+        self.drain_ike(Instant::now());
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -16,7 +16,7 @@ use std::ops::Range;
 use crate::crypto::{CryptoError, EspPacket};
 use crate::esp::decap::{self, Classified, DecapError};
 use crate::esp::encap::{self, EncapError, OuterParams};
-use crate::esp::sa::{Encap, Mode, Sa, SaError};
+use crate::esp::sa::{Encap, Mode, Sa, SaError, TunnelAddrs};
 use crate::esp::shard::SpiTable;
 use crate::wire::{l2tp, ppp, udp_encap};
 
@@ -67,6 +67,11 @@ pub struct Pkt<B> {
     pub outer_src: Ipv4Addr,
     /// Outer UDP source port when ESP/IKE came over UDP.
     pub outer_sport: u16,
+    /// Outer destination address (decap: our address the peer sent to).
+    pub outer_dst: Ipv4Addr,
+    /// Outer UDP destination port (decap: 500 or 4500 for IKE, 4500 for NAT-T ESP,
+    /// 1701 for plain L2TP, 0 for raw ESP).
+    pub outer_dport: u16,
     /// SPI of the SA that carried the packet (decap: inbound SPI; 0 without IPsec).
     pub spi: u32,
     /// Index of the L2TP session in the worker's table, once known.
@@ -87,6 +92,8 @@ impl<B> Pkt<B> {
             verdict: Verdict::Pending,
             outer_src: Ipv4Addr::UNSPECIFIED,
             outer_sport: 0,
+            outer_dst: Ipv4Addr::UNSPECIFIED,
+            outer_dport: 0,
             spi: 0,
             session: None,
             seq: 0,
@@ -176,6 +183,8 @@ impl Shard {
                 Ok(Classified::Esp(o)) => {
                     p.outer_src = o.src;
                     p.outer_sport = o.udp.map_or(0, |u| u.0);
+                    p.outer_dst = o.dst;
+                    p.outer_dport = o.udp.map_or(0, |u| u.1);
                     p.spi = o.spi;
                     let Some(sa) = self.inbound.get(o.spi) else {
                         Self::set_drop(&mut self.stats, p, DropReason::UnknownSpi);
@@ -203,10 +212,16 @@ impl Shard {
                     }
                 }
                 Ok(Classified::Ike {
-                    src, sport, msg, ..
+                    src,
+                    dst,
+                    sport,
+                    dport,
+                    msg,
                 }) => {
                     p.outer_src = src;
                     p.outer_sport = sport;
+                    p.outer_dst = dst;
+                    p.outer_dport = dport;
                     p.start = msg.start;
                     p.end = msg.end;
                     p.verdict = Verdict::ToControl(ControlKind::Ike);
@@ -321,13 +336,17 @@ impl Shard {
         if let Some(h) = b.get(udp.start..udp.start + 4) {
             p.outer_src = ip_src(b, p.start);
             p.outer_sport = u16::from_be_bytes([h[0], h[1]]);
+            p.outer_dst = ip_dst(b, p.start);
+            p.outer_dport = u16::from_be_bytes([h[2], h[3]]);
         }
         p.spi = 0;
         self.l2tp_in(p, udp, false);
     }
 
-    /// Tunnel mode: the payload is an inner IPv4 packet; L2TP inside it goes through
-    /// the L2TP path, anything else is forwarded as it is.
+    /// Tunnel mode: the payload is an inner IPv4 packet; L2TP inside it (UDP to 1701,
+    /// host-to-host tunnel mode as strongSwan's kernel-libipsec does it) goes through
+    /// the L2TP path, and its inner addresses are learned by the inbound SA for the way
+    /// back; anything else is forwarded as it is.
     fn tunnel_inner<B: AsRef<[u8]>>(&mut self, p: &mut Pkt<B>, ip: Range<usize>) {
         let b = p.buf.as_ref();
         let Some((hl, total, proto)) = inner_ipv4(b, ip.clone()) else {
@@ -339,6 +358,13 @@ impl Shard {
             && b.get(ip.start + hl + 2..ip.start + hl + 4)
                 == Some(&udp_encap::L2TP_PORT.to_be_bytes()[..]);
         if is_l2tp {
+            let addrs = TunnelAddrs {
+                local: ip_dst(b, ip.start),
+                peer: ip_src(b, ip.start),
+            };
+            if let Some(sa) = self.inbound.get_mut(p.spi) {
+                sa.learn_tunnel_addrs(addrs);
+            }
             self.l2tp_in(p, ip.start + hl..ip.end, true);
         } else {
             p.start = ip.start;
@@ -389,7 +415,7 @@ impl Shard {
             return;
         };
         let bound = if ipsec {
-            s.inbound_spi == Some(p.spi)
+            s.accepts_spi(p.spi)
         } else {
             s.inbound_spi.is_none()
         };
@@ -451,6 +477,7 @@ impl Shard {
                 continue;
             };
             p.session = Some(idx);
+            let spis = [s.inbound_spi, s.prev_inbound_spi];
             if let Some(mss) = self.mss_clamp {
                 let (s0, e0) = (p.start, p.end);
                 super::mss::clamp(&mut p.buf.as_mut()[s0..e0], mss);
@@ -496,15 +523,31 @@ impl Shard {
                     continue;
                 }
             };
-            // Transport mode carries the UDP datagram; tunnel mode would need an inner
-            // header the L2TP profile never uses, so the L2TP path is transport only.
-            if sa.mode() != Mode::Transport {
-                Self::set_drop(&mut self.stats, p, DropReason::BadNextHeader);
-                continue;
-            }
             self.ident = self.ident.wrapping_add(1);
+            // Transport mode carries the UDP datagram; tunnel mode an inner IPv4 header
+            // in front of it (host-to-host, for peers that only do tunnel mode).
+            let (payload, next_header) = match sa.mode() {
+                Mode::Transport => (udp, 17),
+                Mode::Tunnel => {
+                    let addrs = tunnel_addrs_for(&self.inbound, spis, sa);
+                    match tunnel_ipv4_out(p.buf.as_mut(), udp, addrs, self.ident) {
+                        Ok(r) => (r, 4),
+                        Err(r) => {
+                            Self::set_drop(&mut self.stats, p, r);
+                            continue;
+                        }
+                    }
+                }
+            };
             let params = OuterParams::of(sa);
-            match encap::encap(p.buf.as_mut(), udp, &params, seq, 17, self.ident) {
+            match encap::encap(
+                p.buf.as_mut(),
+                payload,
+                &params,
+                seq,
+                next_header,
+                self.ident,
+            ) {
                 Ok(e) => {
                     sa.count(e.esp.len());
                     p.start = e.packet.start;
@@ -625,6 +668,37 @@ pub fn l2tp_ppp_udp_out(
         h[k..k + 2].copy_from_slice(&ppp::Protocol::IPV4.0.to_be_bytes());
     }
     Ok(start..ip.end)
+}
+
+/// The inner addresses of a tunnel-mode packet to the peer of `out`: those the
+/// session's inbound SA learned or was given (the current one, else the one before a
+/// rekey), else the outer addresses of `out` (host-to-host without NAT).
+pub fn tunnel_addrs_for(inbound: &SpiTable<Sa>, spis: [Option<u32>; 2], out: &Sa) -> TunnelAddrs {
+    spis.into_iter()
+        .flatten()
+        .find_map(|spi| inbound.get(spi).and_then(Sa::tunnel_addrs))
+        .unwrap_or(TunnelAddrs {
+            local: out.local(),
+            peer: out.remote(),
+        })
+}
+
+/// Tunnel mode: writes an inner IPv4 header (protocol UDP, `addrs.local` →
+/// `addrs.peer`) in front of the UDP datagram at `udp`; returns the inner packet.
+pub fn tunnel_ipv4_out(
+    buf: &mut [u8],
+    udp: Range<usize>,
+    addrs: TunnelAddrs,
+    ident: u16,
+) -> Result<Range<usize>, DropReason> {
+    let start = udp
+        .start
+        .checked_sub(encap::IPV4_HEADER_LEN)
+        .ok_or(DropReason::NoRoom)?;
+    let total = u16::try_from(udp.end - start).map_err(|_| DropReason::TooLong)?;
+    let h = buf.get_mut(start..udp.start).ok_or(DropReason::NoRoom)?;
+    encap::write_ipv4_header(h, total, ident, 17, addrs.local, addrs.peer);
+    Ok(start..udp.end)
 }
 
 /// Plain L2TP (no IPsec): wraps the UDP datagram in an outer IPv4 header towards the

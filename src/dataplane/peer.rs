@@ -9,11 +9,11 @@ use std::time::Instant;
 use crate::crypto::{Backend, Transform};
 use crate::esp::decap::{self, Classified};
 use crate::esp::encap::{self, OuterParams};
-use crate::esp::sa::{Direction, Encap, Lifetime, Mode, Sa, SaBuildError, SaConfig};
+use crate::esp::sa::{Direction, Encap, Lifetime, Mode, Sa, SaBuildError, SaConfig, TunnelAddrs};
 use crate::esp::shard::{SpiLayout, SpiTable};
 use crate::wire::{l2tp, ppp};
 
-use super::chain::{L2TP_PPP_UDP_HEADROOM, Shard, l2tp_ppp_udp_out};
+use super::chain::{L2TP_PPP_UDP_HEADROOM, Shard, l2tp_ppp_udp_out, tunnel_ipv4_out};
 use super::session::{Session, SessionError};
 
 /// Why a simulated session could not be installed.
@@ -67,8 +67,10 @@ pub fn client_spi(seed: u8) -> u32 {
     0xc000_0000 | u32::from(seed) << 8 | 0x11
 }
 
+#[allow(clippy::too_many_arguments)]
 fn sa_config(
     p: &PeerParams,
+    mode: Mode,
     spi: u32,
     direction: Direction,
     encap: Encap,
@@ -80,7 +82,7 @@ fn sa_config(
         direction,
         transform: p.transform,
         esn: false,
-        mode: Mode::Transport,
+        mode,
         encap,
         local,
         remote,
@@ -100,6 +102,7 @@ fn session_between(local: (u16, u16), peer: (u16, u16), inner: Ipv4Addr) -> Sess
         peer_session_id: peer.1,
         peer_port: 1701,
         inbound_spi: None,
+        prev_inbound_spi: None,
         outbound: None,
         inner_addr: Some(inner),
         acfc: false,
@@ -134,13 +137,18 @@ pub struct GatewaySide {
 }
 
 impl GatewaySide {
-    /// Builds the gateway side of session `seed`.
+    /// Builds the gateway side of session `seed` (transport mode).
     pub fn new(p: &PeerParams, seed: u8) -> Result<GatewaySide, EstablishError> {
+        Self::with_mode(p, seed, Mode::Transport)
+    }
+
+    /// Builds the gateway side of session `seed` with SAs in `mode`.
+    pub fn with_mode(p: &PeerParams, seed: u8, mode: Mode) -> Result<GatewaySide, EstablishError> {
         let now = Instant::now();
         let t = p.transform;
         let encap = encap_for(p, 4500, p.client_port);
         let inbound = Sa::new(
-            &sa_config(p, 0, Direction::Inbound, encap, p.gateway, p.client),
+            &sa_config(p, mode, 0, Direction::Inbound, encap, p.gateway, p.client),
             &keymat(t, seed),
             [seed; 16],
             now,
@@ -148,6 +156,7 @@ impl GatewaySide {
         let outbound = Sa::new(
             &sa_config(
                 p,
+                mode,
                 client_spi(seed),
                 Direction::Outbound,
                 encap,
@@ -177,6 +186,9 @@ pub struct SimPeer {
     pub in_sa: Sa,
     session_view: Session,
     ident: u16,
+    /// Tunnel mode: the client's inner header addresses (local = the client's own
+    /// address behind its NAT, peer = the gateway).
+    tunnel: Option<TunnelAddrs>,
 }
 
 /// The deterministic key material of simulated session `seed` (gateway inbound uses
@@ -196,7 +208,33 @@ impl SimPeer {
         p: PeerParams,
         seed: u8,
     ) -> Result<SimPeer, EstablishError> {
-        let gw = GatewaySide::new(&p, seed)?;
+        Self::establish_mode(shard, p, seed, None)
+    }
+
+    /// [`SimPeer::establish`] with host-to-host tunnel-mode SAs, as strongSwan with
+    /// kernel-libipsec does: the client's L2TP goes in an inner IPv4 header from
+    /// `client_inner` (its own address behind the NAT) to the gateway.
+    pub fn establish_tunnel(
+        shard: &mut Shard,
+        p: PeerParams,
+        seed: u8,
+        client_inner: Ipv4Addr,
+    ) -> Result<SimPeer, EstablishError> {
+        Self::establish_mode(shard, p, seed, Some(client_inner))
+    }
+
+    fn establish_mode(
+        shard: &mut Shard,
+        p: PeerParams,
+        seed: u8,
+        tunnel: Option<Ipv4Addr>,
+    ) -> Result<SimPeer, EstablishError> {
+        let mode = if tunnel.is_some() {
+            Mode::Tunnel
+        } else {
+            Mode::Transport
+        };
+        let gw = GatewaySide::with_mode(&p, seed, mode)?;
         let GatewaySide {
             inbound,
             outbound,
@@ -213,18 +251,47 @@ impl SimPeer {
             .sessions
             .insert(session)
             .map_err(EstablishError::Session)?;
-        SimPeer::client(p, gw_in, seed)
+        match tunnel {
+            Some(inner) => SimPeer::tunnel_client(p, gw_in, seed, inner),
+            None => SimPeer::client(p, gw_in, seed),
+        }
+    }
+
+    /// [`SimPeer::client`] in tunnel mode, from inner address `client_inner`.
+    pub fn tunnel_client(
+        p: PeerParams,
+        gw_in: u32,
+        seed: u8,
+        client_inner: Ipv4Addr,
+    ) -> Result<SimPeer, EstablishError> {
+        let gateway = p.gateway;
+        let mut c = Self::client_mode(p, gw_in, seed, Mode::Tunnel)?;
+        c.tunnel = Some(TunnelAddrs {
+            local: client_inner,
+            peer: gateway,
+        });
+        Ok(c)
     }
 
     /// The client of a session whose gateway side was built by [`GatewaySide::new`] with
     /// the same parameters and seed and installed under inbound SPI `gw_in`.
     pub fn client(p: PeerParams, gw_in: u32, seed: u8) -> Result<SimPeer, EstablishError> {
+        Self::client_mode(p, gw_in, seed, Mode::Transport)
+    }
+
+    fn client_mode(
+        p: PeerParams,
+        gw_in: u32,
+        seed: u8,
+        mode: Mode,
+    ) -> Result<SimPeer, EstablishError> {
         let now = Instant::now();
         let t = p.transform;
         let cl_encap = encap_for(&p, p.client_port, 4500);
         let out_sa = Sa::new(
             &sa_config(
                 &p,
+                mode,
                 gw_in,
                 Direction::Outbound,
                 cl_encap,
@@ -238,6 +305,7 @@ impl SimPeer {
         let in_sa = Sa::new(
             &sa_config(
                 &p,
+                mode,
                 client_spi(seed),
                 Direction::Inbound,
                 cl_encap,
@@ -255,6 +323,7 @@ impl SimPeer {
             in_sa,
             session_view,
             ident: 0,
+            tunnel: None,
         })
     }
 
@@ -279,12 +348,16 @@ impl SimPeer {
         let udp = l2tp_ppp_udp_out(frame, r, &self.session_view).ok()?;
         let seq = self.out_sa.take_seq().ok()?;
         self.ident = self.ident.wrapping_add(1);
+        let (payload, next_header) = match self.tunnel {
+            Some(addrs) => (tunnel_ipv4_out(frame, udp, addrs, self.ident).ok()?, 4),
+            None => (udp, 17),
+        };
         let e = encap::encap(
             frame,
-            udp,
+            payload,
             &OuterParams::of(&self.out_sa),
             seq,
-            17,
+            next_header,
             self.ident,
         )
         .ok()?;
@@ -323,12 +396,28 @@ impl SimPeer {
             .ok()?;
         self.in_sa.accept_replay(seq).ok()?;
         let inner = decap::strip_trailer(frame, o.esp, self.in_sa.transform()).ok()?;
-        if inner.next_header != 17 {
-            return None;
-        }
-        let udp = &frame[inner.payload.clone()];
+        let udp_r = match (self.tunnel, inner.next_header) {
+            (None, 17) => inner.payload,
+            (Some(t), 4) => {
+                // The inner IPv4 header: UDP from the gateway to the client's own
+                // address, inside the ESP payload.
+                let ip = frame.get(inner.payload.clone())?;
+                let hl = usize::from(*ip.first()? & 0x0f) * 4;
+                if ip.len() < hl.max(20)
+                    || ip[9] != 17
+                    || ip[12..16] != t.peer.octets()
+                    || ip[16..20] != t.local.octets()
+                    || !decap::ipv4_header_ok(&ip[..hl])
+                {
+                    return None;
+                }
+                inner.payload.start + hl..inner.payload.end
+            }
+            _ => return None,
+        };
+        let udp = &frame[udp_r.clone()];
         let ulen = usize::from(u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]));
-        let l2 = inner.payload.start + 8..inner.payload.start + ulen;
+        let l2 = udp_r.start + 8..udp_r.start + ulen;
         let pkt = l2tp::Packet::new_checked(&frame[l2.clone()]).ok()?;
         if pkt.is_control() || (pkt.tunnel_id(), pkt.session_id()) != self.params.client_ids {
             return None;

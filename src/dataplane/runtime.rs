@@ -11,7 +11,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::config::IoMode;
-use crate::esp::shard::{SpiLayout, SpiTable};
+use crate::esp::shard::{SpiAllocators, SpiLayout, SpiTable, WorkerIdError};
 
 use super::backends::{SocketOutside, TunInside};
 use super::chain::Shard;
@@ -85,6 +85,14 @@ pub struct DataPlane {
     handoff: Vec<HandoffPorts>,
 }
 
+/// The SPI layout of the workers' inbound tables for a data plane of `workers`
+/// workers: the control thread's [`SpiAllocators`] must use the same one (see
+/// [`DataPlane::spi_allocators`]). Today the default layout (up to 64 workers) whatever
+/// the count, so SPIs keep their meaning across restarts with another worker count.
+pub fn spi_layout(_workers: usize) -> SpiLayout {
+    SpiLayout::DEFAULT
+}
+
 /// Top bits of L2TP tunnel ids that name the owning worker.
 pub fn tunnel_bits(workers: usize) -> u8 {
     if workers <= 1 {
@@ -95,6 +103,17 @@ pub fn tunnel_bits(workers: usize) -> u8 {
 }
 
 impl DataPlane {
+    /// The SPI layout the workers' tables use.
+    pub fn spi_layout(&self) -> SpiLayout {
+        spi_layout(self.cmds.len())
+    }
+
+    /// One SPI allocator per worker, in the workers' layout, for the control thread
+    /// (create it once: two sets would hand out the same SPIs).
+    pub fn spi_allocators(&self) -> Result<SpiAllocators, WorkerIdError> {
+        SpiAllocators::new(self.spi_layout(), self.cmds.len() as u16)
+    }
+
     /// Sum of all workers' counters.
     pub fn totals(&self) -> Stats {
         let mut t = Stats::default();
@@ -350,7 +369,7 @@ where
 {
     let (cmd_tx, cmd_rx) = bounded::<WorkerCmd>(4096);
     let stats = Arc::new(SharedStats::default());
-    let inbound = SpiTable::try_new(index as u16, SpiLayout::DEFAULT, 1024)
+    let inbound = SpiTable::try_new(index as u16, spi_layout(cfg.workers), 1024)
         .map_err(|e| format!("worker {index}: {e}"))?;
     let mut shard = Shard::new(inbound, cfg.require_ipsec);
     shard.mss_clamp = cfg.mss_clamp;

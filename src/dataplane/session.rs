@@ -48,6 +48,10 @@ pub struct Session {
     /// The inbound SA (our SPI) that must carry this session, or `None` for plain
     /// L2TP on trusted networks (`require_ipsec = false`).
     pub inbound_spi: Option<u32>,
+    /// After a Phase 2 rekey ([`SessionTable::rebind`]): the inbound SA the session was
+    /// bound to before, still accepted until its pair is removed, so packets in flight
+    /// on the old SA are not lost. `None` otherwise (and when installing).
+    pub prev_inbound_spi: Option<u32>,
     /// The outbound SA, or `None` for plain L2TP.
     pub outbound: Option<OutboundId>,
     /// The client's address inside the tunnel, once IPCP has assigned it. Until then
@@ -87,6 +91,16 @@ pub struct PlainPeer {
     pub port: u16,
 }
 
+impl Session {
+    /// Whether a packet that came out of inbound SA `spi` may carry this session: its
+    /// SA, or the one before a rekey until that one is removed. Two compares, the
+    /// second only on a miss.
+    #[inline]
+    pub fn accepts_spi(&self, spi: u32) -> bool {
+        self.inbound_spi == Some(spi) || self.prev_inbound_spi == Some(spi)
+    }
+}
+
 /// Sessions of one worker.
 #[derive(Debug, Default)]
 pub struct SessionTable {
@@ -94,6 +108,10 @@ pub struct SessionTable {
     free: Vec<u32>,
     by_ids: IdMap<u32>,
     by_inner: IdMap<u32>,
+    /// Sessions that accept each inbound SPI (current or previous): rekeys and SA
+    /// removals find their sessions here, never on the packet path. Usually one
+    /// session per SA.
+    by_spi: IdMap<Vec<u32>>,
 }
 
 /// Why a session could not be installed.
@@ -141,7 +159,89 @@ impl SessionTable {
         if let Some(a) = inner {
             self.by_inner.insert(a, idx);
         }
+        if let Some(s) = self.get(idx) {
+            let spis = [s.inbound_spi, s.prev_inbound_spi];
+            for spi in spis.into_iter().flatten() {
+                self.index_spi(spi, idx);
+            }
+        }
         Ok(idx)
+    }
+
+    fn index_spi(&mut self, spi: u32, idx: u32) {
+        let v = self.by_spi.entry(spi).or_default();
+        if !v.contains(&idx) {
+            v.push(idx);
+        }
+    }
+
+    fn unindex_spi(&mut self, spi: u32, idx: u32) {
+        if let Some(v) = self.by_spi.get_mut(&spi) {
+            v.retain(|&i| i != idx);
+            if v.is_empty() {
+                self.by_spi.remove(&spi);
+            }
+        }
+    }
+
+    /// Phase 2 rekey: every session bound to inbound SA `old` is bound to `new`, still
+    /// accepts `old` (as [`Session::prev_inbound_spi`]) until [`SessionTable::forget_spi`]
+    /// is called for it, and sends on `outbound` (the new pair's outbound SA) from now
+    /// on. A session keeps one previous SA: one rebound twice keeps only the latest
+    /// previous. Returns how many sessions moved.
+    pub fn rebind(&mut self, old: u32, new: u32, outbound: Option<OutboundId>) -> usize {
+        if old == new {
+            return 0;
+        }
+        let idxs = self.by_spi.get(&old).cloned().unwrap_or_default();
+        let mut moved = 0;
+        for idx in idxs {
+            let Some(s) = self.slots.get_mut(idx as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if s.inbound_spi != Some(old) {
+                continue;
+            }
+            let dropped = s.prev_inbound_spi.replace(old);
+            s.inbound_spi = Some(new);
+            s.outbound = outbound;
+            moved += 1;
+            if let Some(d) = dropped.filter(|&d| d != old && d != new) {
+                self.unindex_spi(d, idx);
+            }
+            self.index_spi(new, idx);
+        }
+        moved
+    }
+
+    /// Inbound SA `spi` (and its pair) is removed: sessions that kept it as their
+    /// previous SA stop accepting it; sessions still bound to it lose their outbound SA
+    /// (its slot may be reused by another pair), so their traffic drops as
+    /// `NoOutboundSa` until they are removed. Returns how many sessions were touched.
+    pub fn forget_spi(&mut self, spi: u32) -> usize {
+        let Some(idxs) = self.by_spi.remove(&spi) else {
+            return 0;
+        };
+        let mut n = 0;
+        for idx in idxs {
+            let Some(s) = self.slots.get_mut(idx as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if s.prev_inbound_spi == Some(spi) {
+                s.prev_inbound_spi = None;
+                n += 1;
+            }
+            if s.inbound_spi == Some(spi) {
+                s.outbound = None;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Indexes of the sessions that accept inbound SPI `spi`.
+    pub fn accepting(&self, spi: u32) -> &[u32] {
+        self.by_spi.get(&spi).map_or(&[], Vec::as_slice)
     }
 
     /// Assigns (or changes) the inner address of an installed session: IPCP is up.
@@ -166,6 +266,9 @@ impl SessionTable {
         let s = self.slots.get_mut(idx as usize)?.take()?;
         if let Some(a) = s.inner_addr {
             self.by_inner.remove(&u32::from(a));
+        }
+        for spi in [s.inbound_spi, s.prev_inbound_spi].into_iter().flatten() {
+            self.unindex_spi(spi, idx);
         }
         self.free.push(idx);
         Some(s)
@@ -290,6 +393,7 @@ mod tests {
             peer_session_id: 200,
             peer_port: 1701,
             inbound_spi: Some(0x1000),
+            prev_inbound_spi: None,
             outbound: Some(OutboundId(0)),
             inner_addr: Some(Ipv4Addr::from(addr)),
             acfc: false,
@@ -352,6 +456,43 @@ mod tests {
             let s = t.get(idx).unwrap();
             assert_eq!(s.local_session_id, i as u16);
         }
+    }
+
+    #[test]
+    fn rebind_keeps_the_old_spi_until_forgotten() {
+        let mut t = SessionTable::new();
+        let a = t.insert(session(1, 1, [10, 0, 0, 1])).unwrap();
+        let b = t.insert(session(1, 2, [10, 0, 0, 2])).unwrap();
+        let mut other = session(2, 1, [10, 0, 0, 3]);
+        other.inbound_spi = Some(0x2000);
+        let c = t.insert(other).unwrap();
+        assert_eq!(t.accepting(0x1000), &[a, b]);
+        assert_eq!(t.rebind(0x1000, 0x1001, Some(OutboundId(7))), 2);
+        for i in [a, b] {
+            let s = t.get(i).unwrap();
+            assert!(s.accepts_spi(0x1000) && s.accepts_spi(0x1001));
+            assert!(!s.accepts_spi(0x2000));
+            assert_eq!(s.outbound, Some(OutboundId(7)));
+            assert_eq!(s.inbound_spi, Some(0x1001));
+        }
+        assert_eq!(t.get(c).unwrap().outbound, Some(OutboundId(0)));
+        // Rebinding from the old SPI again moves nobody (they are on the new one).
+        assert_eq!(t.rebind(0x1000, 0x1002, None), 0);
+        // A second rekey before the first old pair is gone: only the latest is kept.
+        assert_eq!(t.rebind(0x1001, 0x1002, Some(OutboundId(8))), 2);
+        let s = t.get(a).unwrap();
+        assert!(!s.accepts_spi(0x1000) && s.accepts_spi(0x1001) && s.accepts_spi(0x1002));
+        assert!(t.accepting(0x1000).is_empty());
+        assert_eq!(t.forget_spi(0x1000), 0);
+        assert_eq!(t.forget_spi(0x1001), 2);
+        let s = t.get(a).unwrap();
+        assert_eq!((s.inbound_spi, s.prev_inbound_spi), (Some(0x1002), None));
+        // The current SA removed: the session keeps its binding but loses its outbound.
+        assert_eq!(t.forget_spi(0x1002), 2);
+        assert_eq!(t.get(a).unwrap().outbound, None);
+        // Removing a session unindexes it.
+        t.remove(2, 1).unwrap();
+        assert!(t.accepting(0x2000).is_empty());
     }
 
     #[test]

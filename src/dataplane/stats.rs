@@ -181,6 +181,9 @@ pub struct Stats {
     pub handoff_out: u64,
     /// Packets other workers handed to this one.
     pub handoff_in: u64,
+    /// Control-thread commands the worker refused (SA pair under a taken or foreign
+    /// SPI, rekey to an SA pair that is not installed); each is also logged.
+    pub cmd_errors: u64,
     /// Drops by reason, indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
 }
@@ -222,6 +225,7 @@ impl Stats {
         self.nat_keepalives += o.nat_keepalives;
         self.handoff_out += o.handoff_out;
         self.handoff_in += o.handoff_in;
+        self.cmd_errors += o.cmd_errors;
         for (a, b) in self.drops.iter_mut().zip(o.drops.iter()) {
             *a += b;
         }
@@ -234,7 +238,7 @@ pub struct SharedStats {
     values: Vec<CachePadded<AtomicU64>>,
 }
 
-const FIXED: usize = 10;
+const FIXED: usize = 11;
 
 impl Default for SharedStats {
     fn default() -> Self {
@@ -260,6 +264,7 @@ impl SharedStats {
             s.nat_keepalives,
             s.handoff_out,
             s.handoff_in,
+            s.cmd_errors,
         ];
         for (v, x) in self.values.iter().zip(fixed.iter().chain(s.drops.iter())) {
             v.store(*x, Ordering::Relaxed);
@@ -284,6 +289,7 @@ impl SharedStats {
             nat_keepalives: v[7],
             handoff_out: v[8],
             handoff_in: v[9],
+            cmd_errors: v[10],
             ..Stats::default()
         };
         s.drops.copy_from_slice(&v[FIXED..]);

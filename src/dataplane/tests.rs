@@ -326,3 +326,173 @@ fn syns_are_clamped_in_both_directions() {
     let inner = a.open(&mut batch[0].buf, s..e).unwrap();
     assert_eq!(mss_of(&batch[0].buf, inner.start), 1360);
 }
+
+/// strongSwan with kernel-libipsec only does tunnel mode: host-to-host SAs whose inner
+/// packets are IPv4/UDP to 1701 from the client's own address (behind its NAT, not
+/// the outer one). They take the L2TP/PPP path; the way back gets an inner header to
+/// the address the inbound SA learned.
+#[test]
+fn tunnel_mode_sas_carry_l2tp_both_ways() {
+    let client_inner = Ipv4Addr::new(192, 168, 1, 23);
+    for t in Transform::ALL {
+        for natt in [true, false] {
+            let mut shard = new_shard(8);
+            let mut tun =
+                SimPeer::establish_tunnel(&mut shard, params(0, t, natt), 1, client_inner).unwrap();
+            let mut transport = SimPeer::establish(&mut shard, params(2, t, natt), 3).unwrap();
+            let mut batch = vec![
+                one(&mut tun, 100),
+                one(&mut transport, 200),
+                one(&mut tun, 1400),
+            ];
+            shard.decap_batch(&mut batch);
+            for (k, p) in batch.iter().enumerate() {
+                assert_eq!(p.verdict, Verdict::Forward, "{t} natt={natt} #{k}");
+                let ip = &p.buf[p.start..p.end];
+                let src = if k == 1 {
+                    transport.params.inner
+                } else {
+                    tun.params.inner
+                };
+                assert_eq!(
+                    &ip[12..16],
+                    &src.octets(),
+                    "the PPP address, not the tunnel's"
+                );
+            }
+            let sa = shard.inbound.get(batch[0].spi).unwrap();
+            assert_eq!(
+                sa.tunnel_addrs(),
+                Some(crate::esp::sa::TunnelAddrs {
+                    local: GW,
+                    peer: client_inner
+                })
+            );
+            assert_eq!(
+                shard
+                    .sessions
+                    .get(batch[0].session.unwrap())
+                    .unwrap()
+                    .counters
+                    .in_packets,
+                2
+            );
+
+            // Inside → both clients: tunnel mode to the learned inner address.
+            let mut batch: Vec<Pkt<Vec<u8>>> = [&tun, &transport, &tun]
+                .iter()
+                .map(|peer| {
+                    let mut f = vec![0u8; frame_len(500)];
+                    let r = write_inner_udp(&mut f, FRAME_HEADROOM, INSIDE, peer.params.inner, 500);
+                    Pkt::new(f, r.start, r.end)
+                })
+                .collect();
+            shard.encap_batch(&mut batch);
+            for (k, p) in batch.iter_mut().enumerate() {
+                assert_eq!(p.verdict, Verdict::Forward, "{t} natt={natt} encap #{k}");
+                let peer = if k == 1 { &mut transport } else { &mut tun };
+                let (s, e) = (p.start, p.end);
+                let inner = peer.open(&mut p.buf, s..e).expect("client opens");
+                assert_eq!(inner.len(), 500);
+            }
+            assert_eq!(shard.stats.total_drops(), 0, "{:?}", shard.stats);
+        }
+    }
+}
+
+/// Before the peer has sent anything, the tunnel addresses come from the inbound SA's
+/// configuration (the Quick Mode identities); without it, from the outer addresses.
+#[test]
+fn tunnel_mode_addresses_configured_or_outer() {
+    use crate::dataplane::peer::GatewaySide;
+    use crate::esp::sa::{Mode, TunnelAddrs};
+    let t = Transform::Aes128Gcm;
+    let client_inner = Ipv4Addr::new(192, 168, 7, 7);
+    for configured in [true, false] {
+        let mut shard = new_shard(4);
+        let p = params(3, t, true);
+        let gw = GatewaySide::with_mode(&p, 9, Mode::Tunnel).unwrap();
+        let mut inbound = gw.inbound;
+        if configured {
+            inbound = inbound.with_tunnel_addrs(TunnelAddrs {
+                local: GW,
+                peer: client_inner,
+            });
+        }
+        let spi = shard
+            .inbound
+            .insert_with(|spi| inbound.with_spi(spi))
+            .unwrap();
+        let oid = shard.outbound.insert(gw.outbound);
+        let mut s = gw.session;
+        s.inbound_spi = Some(spi);
+        s.outbound = Some(oid);
+        shard.sessions.insert(s).unwrap();
+        let expect = if configured { client_inner } else { p.client };
+        let mut client = SimPeer::tunnel_client(p.clone(), spi, 9, expect).unwrap();
+        let mut f = vec![0u8; frame_len(64)];
+        let r = write_inner_udp(&mut f, FRAME_HEADROOM, INSIDE, p.inner, 64);
+        let mut batch = vec![Pkt::new(f, r.start, r.end)];
+        shard.encap_batch(&mut batch);
+        assert_eq!(batch[0].verdict, Verdict::Forward);
+        let (s0, e0) = (batch[0].start, batch[0].end);
+        assert!(
+            client.open(&mut batch[0].buf, s0..e0).is_some(),
+            "configured={configured}"
+        );
+    }
+}
+
+/// The chain records where a packet was sent: our address and port (IKE on 500 and
+/// 4500, ESP, plain L2TP), for the control thread's replies.
+#[test]
+fn outer_destination_is_recorded() {
+    let mut shard = new_shard(4);
+    shard.require_ipsec = false;
+    let mut a = SimPeer::establish(&mut shard, params(0, Transform::Aes128Gcm, true), 1).unwrap();
+    let reader =
+        crate::wire::pcap::Reader::new(include_bytes!("../../tests/data/ikev1-natt.pcap")).unwrap();
+    let frames: Vec<Vec<u8>> = reader.records().map(|r| r.unwrap().data.to_vec()).collect();
+    let mut batch: Vec<Pkt<Vec<u8>>> = [0usize, 4]
+        .iter()
+        .map(|&i| {
+            let f = frames[i].clone();
+            let n = f.len();
+            Pkt::new(f, 14, n)
+        })
+        .collect();
+    batch.push(one(&mut a, 64));
+    let mut plain = vec![0u8; 60];
+    crate::esp::encap::write_ipv4_header(
+        &mut plain[..20],
+        40,
+        1,
+        17,
+        Ipv4Addr::new(203, 0, 113, 9),
+        GW,
+    );
+    plain[20..22].copy_from_slice(&1701u16.to_be_bytes());
+    plain[22..24].copy_from_slice(&1701u16.to_be_bytes());
+    plain[24..26].copy_from_slice(&20u16.to_be_bytes());
+    plain[28..40].copy_from_slice(&[0xc8, 0x02, 0, 12, 0, 100, 0, 0, 0, 1, 0, 1]);
+    batch.push(Pkt::new(plain, 0, 40));
+    shard.decap_batch(&mut batch);
+    let ports: Vec<(Verdict, u16)> = batch.iter().map(|p| (p.verdict, p.outer_dport)).collect();
+    assert_eq!(
+        ports,
+        vec![
+            (Verdict::ToControl(ControlKind::Ike), 500),
+            (Verdict::ToControl(ControlKind::Ike), 4500),
+            (Verdict::Forward, 4500),
+            (Verdict::ToControl(ControlKind::L2tpControl), 1701),
+        ]
+    );
+    // The capture's destination is the responder; ours is GW.
+    let f0 = &frames[0];
+    assert_eq!(
+        batch[0].outer_dst.octets(),
+        <[u8; 4]>::try_from(&f0[14 + 16..14 + 20]).unwrap()
+    );
+    assert_eq!(batch[2].outer_dst, GW);
+    assert_eq!(batch[3].outer_dst, GW);
+}

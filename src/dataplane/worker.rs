@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::esp::sa::Sa;
+use crate::esp::encap::{self, OuterParams};
+use crate::esp::sa::{Mode, Sa};
+use crate::wire::udp_encap;
 
-use super::chain::{ControlKind, Pkt, Shard, Verdict};
+use super::chain::{ControlKind, Pkt, Shard, Verdict, tunnel_addrs_for, tunnel_ipv4_out};
 use super::handoff::{Handoff, HandoffDir, HandoffPorts, inner_owner, outer_owner};
 pub use super::ports::{FrameSource, Inside, Outside, SendResult};
 use super::session::{OutboundId, Session, SessionError};
@@ -45,28 +47,76 @@ pub struct ControlMsg {
     pub worker: u16,
     /// Where it came from.
     pub peer: PeerKey,
+    /// Our address the packet was sent to (the outer destination).
+    pub local: Ipv4Addr,
+    /// Our UDP port the outer packet was sent to: 500 or 4500 for IKE (reply from the
+    /// same port: [`WorkerCmd::SendIke`]); for L2TP, 4500 under NAT-T, 0 under raw ESP,
+    /// 1701 for plain L2TP.
+    pub local_port: u16,
     /// Our (tunnel id, session id) for PPP control frames.
     pub session: Option<(u16, u16)>,
     /// The IKE message, L2TP control packet (header included) or PPP frame.
     pub data: Vec<u8>,
 }
 
-/// Commands from the control thread, applied between batches.
+/// Commands from the control thread, applied between batches, in the order they were
+/// sent (one FIFO queue per worker: a removal queued before an install that reuses the
+/// slot is always applied first).
 pub enum WorkerCmd {
-    /// Installs an inbound/outbound SA pair; the worker allocates the inbound SPI from
-    /// its table (the SPI encodes the worker) and replies with it.
+    /// Installs an inbound/outbound SA pair. The inbound SA carries its SPI, allocated
+    /// by the control thread from this worker's
+    /// [`SpiAllocator`](crate::esp::shard::SpiAllocator) (the SPI encodes the worker).
+    /// No reply: a refused pair (SPI of another worker, slot occupied, stale SPI) is
+    /// logged and counted in [`Stats::cmd_errors`](super::stats::Stats::cmd_errors).
     InstallSaPair {
-        /// Inbound SA (its SPI is replaced by the allocated one).
+        /// Inbound SA, under our SPI.
         inbound: Box<Sa>,
-        /// Outbound SA.
+        /// Outbound SA (the peer's SPI).
         outbound: Box<Sa>,
-        /// Gets the inbound SPI, or why it failed.
-        reply: Sender<Result<u32, String>>,
     },
-    /// Removes an SA pair by inbound SPI.
+    /// Removes an SA pair by inbound SPI. Sessions that kept it as their previous SA
+    /// (after [`WorkerCmd::RebindSessions`]) stop accepting it; sessions still bound to
+    /// it lose their outbound SA. Release the SPI to the allocator after queueing this.
     RemoveSaPair {
         /// Our SPI.
         inbound_spi: u32,
+    },
+    /// Phase 2 rekey, after the new pair is installed: every session bound to
+    /// `old_inbound_spi` is bound to `new_inbound_spi` and sends on the new pair's
+    /// outbound SA at once, and still accepts packets on the old SA until
+    /// `RemoveSaPair { old }`. Refused (logged, counted) if the new pair is not
+    /// installed.
+    RebindSessions {
+        /// Our SPI of the SA being replaced.
+        old_inbound_spi: u32,
+        /// Our SPI of the new SA.
+        new_inbound_spi: u32,
+    },
+    /// Sends one IKE message as a UDP datagram `local:local_port → peer:peer_port`,
+    /// behind the 4-octet non-ESP marker (RFC 3948 §2.2) when `local_port` is 4500.
+    SendIke {
+        /// The peer's address.
+        peer: Ipv4Addr,
+        /// The peer's UDP port (as seen on the wire, after NAT).
+        peer_port: u16,
+        /// Our address (source).
+        local: Ipv4Addr,
+        /// Our port: 500 or 4500 (the one the peer's message came to).
+        local_port: u16,
+        /// The bare IKE message (no marker).
+        data: Vec<u8>,
+    },
+    /// Reports the verified inbound packets of each listed inbound SA so far (for DPD
+    /// on demand: no change since the last query means the peer was idle). SPIs not
+    /// installed on this worker are left out of the reply. Costs the worker one table
+    /// lookup per SPI between two batches (tens of nanoseconds each): ask each worker
+    /// once per DPD round for all its SPIs rather than once per SA, and do not wait for
+    /// the answer in the control loop (poll the receiver).
+    QuerySaActivity {
+        /// Our inbound SPIs.
+        spis: Vec<u32>,
+        /// Gets `(spi, inbound packets so far)`.
+        reply: Sender<Vec<(u32, u64)>>,
     },
     /// Installs a session (after ICCN). Its outbound SA is found from `inbound_spi`.
     InstallSession(Box<Session>),
@@ -89,7 +139,9 @@ pub enum WorkerCmd {
         reply: Option<Sender<Option<crate::dataplane::session::SessionCounters>>>,
     },
     /// Sends an L2TP packet (control message, or data carrying a PPP control frame) to
-    /// a peer over UDP 1701, under its SA when `peer.spi` is not 0.
+    /// a peer over UDP 1701, under the outbound SA paired with inbound SPI `peer.spi`
+    /// when it is not 0 (after a rekey, the new or, until it is removed, the old SPI),
+    /// in an inner IPv4 header if that SA is tunnel mode.
     SendL2tp {
         /// Destination.
         peer: PeerKey,
@@ -408,6 +460,8 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
                 port: p.outer_sport,
                 spi: p.spi,
             },
+            local: p.outer_dst,
+            local_port: p.outer_dport,
             session,
             data: p.buf.as_ref()[p.start..p.end].to_vec(),
         };
@@ -424,30 +478,80 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
         while let Ok(cmd) = self.cmds.try_recv() {
             match cmd {
                 WorkerCmd::Stop => return false,
-                WorkerCmd::InstallSaPair {
-                    inbound,
-                    outbound,
-                    reply,
-                } => {
-                    let oid = self.shard.outbound.insert(*outbound);
-                    let r = self.shard.inbound.insert_with(|spi| inbound.with_spi(spi));
-                    let r = match r {
-                        Ok(spi) => {
+                WorkerCmd::InstallSaPair { inbound, outbound } => {
+                    let spi = inbound.spi();
+                    match self.shard.inbound.insert_at(spi, *inbound) {
+                        Ok(()) => {
+                            let oid = self.shard.outbound.insert(*outbound);
                             self.sa_pairs.insert(spi, oid);
-                            Ok(spi)
                         }
-                        Err(_) => {
-                            self.shard.outbound.remove(oid);
-                            Err("inbound SA table full".to_string())
+                        Err(e) => {
+                            self.shard.stats.cmd_errors += 1;
+                            tracing::warn!(worker = self.cfg.id, "SA pair not installed: {e}");
                         }
-                    };
-                    let _ = reply.send(r);
+                    }
                 }
                 WorkerCmd::RemoveSaPair { inbound_spi } => {
                     self.shard.inbound.remove(inbound_spi);
                     if let Some(oid) = self.sa_pairs.remove(&inbound_spi) {
                         self.shard.outbound.remove(oid);
                     }
+                    self.shard.sessions.forget_spi(inbound_spi);
+                }
+                WorkerCmd::RebindSessions {
+                    old_inbound_spi,
+                    new_inbound_spi,
+                } => match self.sa_pairs.get(&new_inbound_spi).copied() {
+                    Some(oid) => {
+                        let n =
+                            self.shard
+                                .sessions
+                                .rebind(old_inbound_spi, new_inbound_spi, Some(oid));
+                        tracing::debug!(
+                            worker = self.cfg.id,
+                            old = format_args!("{old_inbound_spi:#010x}"),
+                            new = format_args!("{new_inbound_spi:#010x}"),
+                            sessions = n,
+                            "sessions rebound"
+                        );
+                    }
+                    None => {
+                        self.shard.stats.cmd_errors += 1;
+                        tracing::warn!(
+                            worker = self.cfg.id,
+                            new = format_args!("{new_inbound_spi:#010x}"),
+                            "sessions not rebound: no SA pair under the new SPI"
+                        );
+                    }
+                },
+                WorkerCmd::SendIke {
+                    peer,
+                    peer_port,
+                    local,
+                    local_port,
+                    data,
+                } => {
+                    let marker: &[u8] = if local_port == udp_encap::NAT_T_PORT {
+                        &[0; udp_encap::NON_ESP_MARKER_LEN]
+                    } else {
+                        &[]
+                    };
+                    let p = self
+                        .udp_datagram(local_port, peer_port, [marker, &data])
+                        .and_then(|p| self.plain_ipv4(p, local, peer));
+                    if let Some(p) = p {
+                        to_outside.push(p);
+                    }
+                }
+                WorkerCmd::QuerySaActivity { spis, reply } => {
+                    let counts = spis
+                        .iter()
+                        .filter_map(|&spi| {
+                            let sa = self.shard.inbound.get(spi)?;
+                            Some((spi, sa.counters().packets))
+                        })
+                        .collect();
+                    let _ = reply.send(counts);
                 }
                 WorkerCmd::InstallSession(s) => {
                     let mut s = *s;
@@ -495,47 +599,82 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
         true
     }
 
-    /// Wraps an L2TP packet from the control thread in UDP 1701 → peer, then ESP under
-    /// the peer's SA (or plain outer IPv4), in a fresh frame.
-    fn build_l2tp(
-        &mut self,
-        peer: PeerKey,
-        local: Ipv4Addr,
-        packet: &[u8],
-    ) -> Option<Pkt<O::Frame>> {
-        use crate::esp::encap::{self, OuterParams};
-        let mut f = self.outside.alloc()?;
+    /// A fresh frame holding a UDP datagram `sport → dport` (checksum 0, which IPv4
+    /// allows) whose payload is `parts` one after the other, at the backend's headroom.
+    /// `None`, counted, when no frame is free or it would not fit.
+    fn udp_datagram(&mut self, sport: u16, dport: u16, parts: [&[u8]; 2]) -> Option<Pkt<O::Frame>> {
+        let Some(mut f) = self.outside.alloc() else {
+            self.shard.stats.drop(DropReason::TxFull);
+            return None;
+        };
         let head = self.outside.headroom();
         let buf = f.as_mut();
-        let udp_len = 8 + packet.len();
+        let udp_len = 8 + parts[0].len() + parts[1].len();
+        let Ok(udp_len16) = u16::try_from(udp_len) else {
+            self.outside.recycle(f);
+            self.shard.stats.drop(DropReason::TooLong);
+            return None;
+        };
+        // Room for ESP's trailer (or nothing, for plain UDP) behind the datagram.
         if head + udp_len + 64 > buf.len() {
             self.outside.recycle(f);
             self.shard.stats.drop(DropReason::TooLong);
             return None;
         }
         let u = &mut buf[head..head + udp_len];
-        u[0..2].copy_from_slice(&1701u16.to_be_bytes());
-        let dport = if peer.spi == 0 { peer.port } else { 1701 };
+        u[0..2].copy_from_slice(&sport.to_be_bytes());
         u[2..4].copy_from_slice(&dport.to_be_bytes());
-        u[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        u[4..6].copy_from_slice(&udp_len16.to_be_bytes());
         u[6..8].copy_from_slice(&[0, 0]);
-        u[8..].copy_from_slice(packet);
+        let (a, b) = u[8..].split_at_mut(parts[0].len());
+        a.copy_from_slice(parts[0]);
+        b.copy_from_slice(parts[1]);
         self.l2tp_ident = self.l2tp_ident.wrapping_add(1);
-        let mut p = Pkt::new(f, head, head + udp_len);
+        Some(Pkt::new(f, head, head + udp_len))
+    }
+
+    /// Puts an outer IPv4 header `local → peer` in front of the UDP datagram of `p` and
+    /// marks it ready to leave.
+    fn plain_ipv4(
+        &mut self,
+        mut p: Pkt<O::Frame>,
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+    ) -> Option<Pkt<O::Frame>> {
+        let Some(start) = p.start.checked_sub(encap::IPV4_HEADER_LEN) else {
+            self.shard.stats.drop(DropReason::NoRoom);
+            self.outside.recycle(p.buf);
+            return None;
+        };
+        let total = (p.end - start) as u16;
+        encap::write_ipv4_header(
+            &mut p.buf.as_mut()[start..p.start],
+            total,
+            self.l2tp_ident,
+            17,
+            local,
+            peer,
+        );
+        p.start = start;
+        p.verdict = Verdict::Forward;
+        Some(p)
+    }
+
+    /// Wraps an L2TP packet from the control thread in UDP 1701 → peer, then ESP under
+    /// the peer's SA (tunnel mode: with an inner IPv4 header) or plain outer IPv4, in a
+    /// fresh frame.
+    fn build_l2tp(
+        &mut self,
+        peer: PeerKey,
+        local: Ipv4Addr,
+        packet: &[u8],
+    ) -> Option<Pkt<O::Frame>> {
+        let dport = if peer.spi == 0 { peer.port } else { 1701 };
+        let p = self.udp_datagram(udp_encap::L2TP_PORT, dport, [&[], packet])?;
         if peer.spi == 0 {
-            let start = head - encap::IPV4_HEADER_LEN;
-            encap::write_ipv4_header(
-                &mut p.buf.as_mut()[start..head],
-                (udp_len + encap::IPV4_HEADER_LEN) as u16,
-                self.l2tp_ident,
-                17,
-                local,
-                peer.addr,
-            );
-            p.start = start;
-            p.verdict = Verdict::Forward;
-            return Some(p);
+            return self.plain_ipv4(p, local, peer.addr);
         }
+        let ident = self.l2tp_ident;
         let Some(sa) = self
             .sa_pairs
             .get(&peer.spi)
@@ -551,9 +690,24 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
             self.outside.recycle(p.buf);
             return None;
         };
+        let mut p = p;
+        let (payload, next_header) = match sa.mode() {
+            Mode::Transport => (p.start..p.end, 17),
+            Mode::Tunnel => {
+                let addrs = tunnel_addrs_for(&self.shard.inbound, [Some(peer.spi), None], sa);
+                let (s0, e0) = (p.start, p.end);
+                match tunnel_ipv4_out(p.buf.as_mut(), s0..e0, addrs, ident) {
+                    Ok(r) => (r, 4),
+                    Err(r) => {
+                        self.shard.stats.drop(r);
+                        self.outside.recycle(p.buf);
+                        return None;
+                    }
+                }
+            }
+        };
         let params = OuterParams::of(sa);
-        let (s0, e0) = (p.start, p.end);
-        match encap::encap(p.buf.as_mut(), s0..e0, &params, seq, 17, self.l2tp_ident) {
+        match encap::encap(p.buf.as_mut(), payload, &params, seq, next_header, ident) {
             Ok(e) => {
                 if sa
                     .cipher()
@@ -587,6 +741,347 @@ fn dst_of<B: AsRef<[u8]>>(p: &Pkt<B>) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::BorrowedFd;
+
+    use crate::crypto::{Backend, Transform};
+    use crate::dataplane::peer::{
+        FRAME_HEADROOM, GatewaySide, PeerParams, SimPeer, client_spi, frame_len, new_shard,
+        write_inner_udp,
+    };
+    use crate::esp::decap::{Classified, classify};
+    use crate::esp::shard::{SpiAllocators, SpiLayout};
+
+    const GW: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 254);
+    const INSIDE: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+
+    /// An outside that records what the worker sends.
+    #[derive(Default)]
+    struct Recorder {
+        sent: Vec<Vec<u8>>,
+    }
+
+    impl Outside for Recorder {
+        type Frame = Vec<u8>;
+        fn recv(&mut self, _: &mut Vec<Pkt<Vec<u8>>>, _: usize) -> usize {
+            0
+        }
+        fn send(&mut self, pkts: &mut Vec<Pkt<Vec<u8>>>) -> SendResult {
+            for p in pkts.drain(..) {
+                if p.verdict == Verdict::Forward {
+                    self.sent.push(p.buf[p.start..p.end].to_vec());
+                }
+            }
+            SendResult::default()
+        }
+        fn alloc(&mut self) -> Option<Vec<u8>> {
+            Some(vec![0; 2048])
+        }
+        fn recycle(&mut self, _: Vec<u8>) {}
+        fn headroom(&self) -> usize {
+            256
+        }
+        fn fds(&self) -> Vec<BorrowedFd<'_>> {
+            Vec::new()
+        }
+    }
+
+    struct NoInside;
+
+    impl Inside<Vec<u8>> for NoInside {
+        fn recv(
+            &mut self,
+            _: &mut dyn FrameSource<Vec<u8>>,
+            _: &mut Vec<Pkt<Vec<u8>>>,
+            _: usize,
+        ) -> usize {
+            0
+        }
+        fn send(&mut self, pkts: &[Pkt<Vec<u8>>]) -> usize {
+            pkts.len()
+        }
+        fn fds(&self) -> Vec<BorrowedFd<'_>> {
+            Vec::new()
+        }
+    }
+
+    struct Rig {
+        w: Worker<Recorder, NoInside>,
+        cmds: Sender<WorkerCmd>,
+        up: Receiver<ControlMsg>,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let (cmds, rx) = crossbeam_channel::unbounded();
+            let (up_tx, up) = crossbeam_channel::unbounded();
+            let cfg = WorkerConfig {
+                id: 0,
+                batch: 32,
+                idle_wait: Duration::from_millis(1),
+                workers: 1,
+                tunnel_bits: 0,
+                answer_ping_on: None,
+            };
+            let w = Worker::new(
+                cfg,
+                new_shard(16),
+                Recorder::default(),
+                NoInside,
+                rx,
+                up_tx,
+                Arc::new(SharedStats::default()),
+                Arc::new(AtomicBool::new(false)),
+            );
+            Rig { w, cmds, up }
+        }
+
+        /// Sends the commands and applies them; returns what they put on the wire.
+        fn run(&mut self, cmds: impl IntoIterator<Item = WorkerCmd>) -> Vec<Pkt<Vec<u8>>> {
+            for c in cmds {
+                self.cmds.send(c).unwrap();
+            }
+            let mut out = Vec::new();
+            assert!(self.w.apply_commands(&mut out));
+            out
+        }
+
+        fn decap(&mut self, pkts: Vec<Pkt<Vec<u8>>>) -> Vec<Pkt<Vec<u8>>> {
+            let mut pkts = pkts;
+            self.w.shard.decap_batch(&mut pkts);
+            pkts
+        }
+    }
+
+    fn params() -> PeerParams {
+        PeerParams {
+            transform: Transform::Aes128Gcm,
+            natt: true,
+            gateway: GW,
+            client: Ipv4Addr::new(203, 0, 113, 1),
+            client_port: 40001,
+            inner: Ipv4Addr::new(10, 99, 0, 10),
+            gw_ids: (100, 200),
+            client_ids: (300, 400),
+            backend: Backend::AwsLc,
+        }
+    }
+
+    fn from(peer: &mut SimPeer) -> Pkt<Vec<u8>> {
+        let mut f = vec![0u8; frame_len(100)];
+        let r = peer.inner_packet(&mut f, INSIDE, 100);
+        let o = peer.seal(&mut f, r).unwrap();
+        Pkt::new(f, o.start, o.end)
+    }
+
+    /// The SPI of an outer NAT-T ESP packet.
+    fn esp_spi(b: &[u8]) -> u32 {
+        u32::from_be_bytes([b[28], b[29], b[30], b[31]])
+    }
+
+    fn install(spis: &mut SpiAllocators, seed: u8) -> (u32, [WorkerCmd; 1], Session) {
+        let gw = GatewaySide::new(&params(), seed).unwrap();
+        let spi = spis.allocate(0).unwrap();
+        let cmd = WorkerCmd::InstallSaPair {
+            inbound: Box::new(gw.inbound.with_spi(spi)),
+            outbound: Box::new(gw.outbound),
+        };
+        let mut s = gw.session;
+        s.inbound_spi = Some(spi);
+        (spi, [cmd], s)
+    }
+
+    /// Phase 2 rekey: after RebindSessions both SAs decapsulate, everything outbound
+    /// (data and SendL2tp) uses the new pair; once the old pair is removed its packets
+    /// drop as unknown SPI.
+    #[test]
+    fn rekey_rebinds_sessions_without_loss() {
+        let mut rig = Rig::new();
+        let mut spis = SpiAllocators::new(SpiLayout::DEFAULT, 1).unwrap();
+        let (old, cmd, session) = install(&mut spis, 1);
+        rig.run(cmd);
+        rig.run([WorkerCmd::InstallSession(Box::new(session))]);
+        let mut c_old = SimPeer::client(params(), old, 1).unwrap();
+        let got = rig.decap(vec![from(&mut c_old)]);
+        assert_eq!(got[0].verdict, Verdict::Forward);
+
+        // Quick Mode rekey: the new pair, then the rebind.
+        let (new, cmd, _) = install(&mut spis, 2);
+        rig.run(cmd);
+        rig.run([WorkerCmd::RebindSessions {
+            old_inbound_spi: old,
+            new_inbound_spi: new,
+        }]);
+        let mut c_new = SimPeer::client(params(), new, 2).unwrap();
+        let got = rig.decap(vec![
+            from(&mut c_old),
+            from(&mut c_new),
+            from(&mut c_old),
+            from(&mut c_new),
+        ]);
+        for (k, p) in got.iter().enumerate() {
+            assert_eq!(p.verdict, Verdict::Forward, "#{k}");
+        }
+
+        // Outbound: the new pair at once, for data and for the control thread's L2TP.
+        let mut f = vec![0u8; frame_len(64)];
+        let r = write_inner_udp(&mut f, FRAME_HEADROOM, INSIDE, params().inner, 64);
+        let mut batch = vec![Pkt::new(f, r.start, r.end)];
+        rig.w.shard.encap_batch(&mut batch);
+        let p = &mut batch[0];
+        assert_eq!(p.verdict, Verdict::Forward);
+        assert_eq!(esp_spi(&p.buf[p.start..p.end]), client_spi(2));
+        let (s0, e0) = (p.start, p.end);
+        assert!(c_new.open(&mut p.buf, s0..e0).is_some());
+        let zlb = [0xc8, 0x02, 0, 12, 0, 100, 0, 0, 0, 1, 0, 1];
+        for spi in [new, old] {
+            let out = rig.run([WorkerCmd::SendL2tp {
+                peer: PeerKey {
+                    addr: params().client,
+                    port: params().client_port,
+                    spi,
+                },
+                local: GW,
+                packet: zlb.to_vec(),
+            }]);
+            assert_eq!(out.len(), 1);
+            let b = &out[0].buf[out[0].start..out[0].end];
+            // SendL2tp names the pair by inbound SPI: the old pair until it is removed.
+            let want = if spi == new {
+                client_spi(2)
+            } else {
+                client_spi(1)
+            };
+            assert_eq!(esp_spi(b), want);
+        }
+
+        // DPD: activity per inbound SA, unknown SPIs left out.
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        rig.run([WorkerCmd::QuerySaActivity {
+            spis: vec![old, new, 0x1234_5678],
+            reply: tx,
+        }]);
+        assert_eq!(rx.try_recv().unwrap(), vec![(old, 3), (new, 2)]);
+
+        // The old pair goes: its packets drop, counted; the new one carries on.
+        rig.run([WorkerCmd::RemoveSaPair { inbound_spi: old }]);
+        assert!(spis.release(old));
+        let got = rig.decap(vec![from(&mut c_old), from(&mut c_new)]);
+        assert_eq!(got[0].verdict, Verdict::Drop(DropReason::UnknownSpi));
+        assert_eq!(got[1].verdict, Verdict::Forward);
+        assert_eq!(rig.w.shard.stats.drops_for(DropReason::UnknownSpi), 1);
+        let idx = rig.w.shard.sessions.find_by_ids(100, 200).unwrap();
+        let s = rig.w.shard.sessions.get(idx).unwrap();
+        assert_eq!((s.inbound_spi, s.prev_inbound_spi), (Some(new), None));
+        assert_eq!(rig.w.shard.stats.cmd_errors, 0);
+
+        // The old slot is reused under a new generation; installing the old SPI again
+        // is refused (its slot holds the new tenant) and counted.
+        let (again, cmd, _) = install(&mut spis, 3);
+        assert_ne!(again, old);
+        rig.run(cmd);
+        let gw = GatewaySide::new(&params(), 4).unwrap();
+        rig.run([WorkerCmd::InstallSaPair {
+            inbound: Box::new(gw.inbound.with_spi(old)),
+            outbound: Box::new(gw.outbound),
+        }]);
+        // A rebind to a pair that is not installed is refused, counted.
+        rig.run([WorkerCmd::RebindSessions {
+            old_inbound_spi: new,
+            new_inbound_spi: 0x0400_1234,
+        }]);
+        assert_eq!(rig.w.shard.stats.cmd_errors, 2);
+        let s = rig.w.shard.sessions.get(idx).unwrap();
+        assert_eq!(s.inbound_spi, Some(new));
+    }
+
+    /// SendIke: one UDP datagram from our port to the peer's, with the non-ESP marker
+    /// on 4500; the chain reads it back as IKE. Control messages carry our address and
+    /// port.
+    #[test]
+    fn ike_goes_out_from_the_port_it_came_to() {
+        let mut rig = Rig::new();
+        let peer = Ipv4Addr::new(198, 51, 100, 7);
+        let msg: Vec<u8> = (0..60u8).collect();
+        let out = rig.run([
+            WorkerCmd::SendIke {
+                peer,
+                peer_port: 500,
+                local: GW,
+                local_port: 500,
+                data: msg.clone(),
+            },
+            WorkerCmd::SendIke {
+                peer,
+                peer_port: 4500,
+                local: GW,
+                local_port: 4500,
+                data: msg.clone(),
+            },
+        ]);
+        assert_eq!(out.len(), 2);
+        for (p, (port, marker)) in out.iter().zip([(500u16, 0usize), (4500, 4)]) {
+            assert_eq!(p.verdict, Verdict::Forward);
+            let b = &p.buf[p.start..p.end];
+            assert_eq!(b.len(), 20 + 8 + marker + msg.len());
+            assert!(crate::esp::decap::ipv4_header_ok(&b[..20]));
+            assert_eq!(
+                (b[9], &b[12..16], &b[16..20]),
+                (17, &GW.octets()[..], &peer.octets()[..])
+            );
+            assert_eq!(u16::from_be_bytes([b[20], b[21]]), port);
+            assert_eq!(u16::from_be_bytes([b[22], b[23]]), port);
+            assert_eq!(
+                usize::from(u16::from_be_bytes([b[24], b[25]])),
+                b.len() - 20
+            );
+            assert!(b[28..28 + marker].iter().all(|&x| x == 0));
+            assert_eq!(&b[28 + marker..], &msg[..]);
+            match classify(&p.buf, p.start..p.end).unwrap() {
+                Classified::Ike { msg: m, dport, .. } => {
+                    assert_eq!(dport, port);
+                    assert_eq!(&p.buf[m], &msg[..]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Too long for a frame: dropped, counted.
+        let out = rig.run([WorkerCmd::SendIke {
+            peer,
+            peer_port: 500,
+            local: GW,
+            local_port: 500,
+            data: vec![0; 4000],
+        }]);
+        assert!(out.is_empty());
+        assert_eq!(rig.w.shard.stats.drops_for(DropReason::TooLong), 1);
+
+        // Up: IKE from the golden capture keeps our address and port.
+        let reader =
+            crate::wire::pcap::Reader::new(include_bytes!("../../tests/data/ikev1-natt.pcap"))
+                .unwrap();
+        let frames: Vec<Vec<u8>> = reader.records().map(|r| r.unwrap().data.to_vec()).collect();
+        let pkts: Vec<Pkt<Vec<u8>>> = [0usize, 4]
+            .iter()
+            .map(|&i| Pkt::new(frames[i].clone(), 14, frames[i].len()))
+            .collect();
+        let pkts = rig.decap(pkts);
+        for p in &pkts {
+            let Verdict::ToControl(kind) = p.verdict else {
+                panic!("{:?}", p.verdict)
+            };
+            rig.w.pass_up(kind, p);
+        }
+        let ports: Vec<(Ipv4Addr, u16)> = rig
+            .up
+            .try_iter()
+            .map(|m| {
+                assert_eq!(m.kind, ControlKind::Ike);
+                (m.local, m.local_port)
+            })
+            .collect();
+        let dst = Ipv4Addr::new(frames[0][30], frames[0][31], frames[0][32], frames[0][33]);
+        assert_eq!(ports, vec![(dst, 500), (dst, 4500)]);
+    }
 
     #[test]
     fn echo_requests_are_answered_in_place() {

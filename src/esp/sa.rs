@@ -33,6 +33,17 @@ pub enum Encap {
     },
 }
 
+/// The addresses of the inner IPv4 header of a host-to-host tunnel-mode SA carrying
+/// L2TP: the L2TP endpoints as the peer sees them. With NAT-T the peer's inner address
+/// is its own (private) address, not the outer one the NAT shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelAddrs {
+    /// Ours (source of the inner header we send).
+    pub local: Ipv4Addr,
+    /// The peer's (destination of the inner header we send).
+    pub peer: Ipv4Addr,
+}
+
 /// Which way the SA carries traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -142,6 +153,7 @@ pub struct Sa {
     lifetime: Lifetime,
     installed: Instant,
     counters: Counters,
+    tunnel: Option<TunnelAddrs>,
 }
 
 impl Sa {
@@ -171,6 +183,7 @@ impl Sa {
             lifetime: cfg.lifetime,
             installed: now,
             counters: Counters::default(),
+            tunnel: None,
         })
     }
 
@@ -179,6 +192,30 @@ impl Sa {
     pub fn with_spi(mut self, spi: u32) -> Sa {
         self.spi = spi;
         self
+    }
+
+    /// Tunnel mode: the inner addresses of L2TP packets (from the Quick Mode
+    /// identities). On an inbound SA the data path also learns them from each verified
+    /// L2TP packet ([`Sa::learn_tunnel_addrs`]); the gateway's outbound tunnel-mode
+    /// packets use the inbound SA's, or the outer addresses when there are none.
+    pub fn with_tunnel_addrs(mut self, addrs: TunnelAddrs) -> Sa {
+        self.tunnel = Some(addrs);
+        self
+    }
+
+    /// The tunnel-mode inner addresses, configured or learned.
+    #[inline]
+    pub fn tunnel_addrs(&self) -> Option<TunnelAddrs> {
+        self.tunnel
+    }
+
+    /// Records the inner addresses of a verified tunnel-mode L2TP packet (source: the
+    /// peer, destination: us). A compare per packet; a write only when they change.
+    #[inline]
+    pub fn learn_tunnel_addrs(&mut self, addrs: TunnelAddrs) {
+        if self.tunnel != Some(addrs) {
+            self.tunnel = Some(addrs);
+        }
     }
 
     /// The SPI on the wire.

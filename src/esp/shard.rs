@@ -19,6 +19,12 @@
 //!
 //! SPIs 1..=255 are reserved by IANA and 0 means "no SA" (RFC 4303 §2.1): the lowest
 //! slot numbers, whose SPIs could fall under 256 for worker 0, are never handed out.
+//!
+//! Who chooses the SPI: the control thread, with one [`SpiAllocator`] per worker
+//! ([`SpiAllocators`]), before any SA exists (IKEv1 puts it in Quick Mode message 2 and
+//! derives KEYMAT from it); the worker then stores the finished SA with
+//! [`SpiTable::insert_at`], with no reply to wait for. [`SpiTable::insert_with`] does
+//! both in one table, for tests and tools.
 
 use std::fmt;
 use std::mem;
@@ -99,6 +105,12 @@ impl SpiLayout {
         (spi >> self.generation_bits()) & ((1 << Self::SLOT_BITS) - 1)
     }
 
+    /// Index of the SPI's slot in a worker's slab (slots below `first_slot` wrap to a
+    /// huge index and miss like any other).
+    fn index_of(&self, spi: u32) -> usize {
+        self.slot_of(spi).wrapping_sub(self.first_slot()) as usize
+    }
+
     fn generation_mask(&self) -> u32 {
         (1 << self.generation_bits()) - 1
     }
@@ -125,32 +137,270 @@ impl Default for SpiLayout {
 
 /// End of the free list.
 const NONE: u32 = u32::MAX;
+/// `AllocSlot::next` of a slot whose SPI is handed out.
+const ALLOCATED: u32 = u32::MAX - 1;
+
+/// A worker id, SPI or slot that the table or allocator cannot hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum InsertError {
+    /// The SPI names another worker.
+    #[error("SPI {0:#010x} belongs to another worker")]
+    WrongWorker(u32),
+    /// The SPI's slot is below the first usable one (0 and 1..=255 live there).
+    #[error("SPI {0:#010x} is in a reserved slot")]
+    Reserved(u32),
+    /// An SA already lives in the slot.
+    #[error("SPI {0:#010x}: its slot is occupied")]
+    Occupied(u32),
+    /// The SPI is the one just removed from the slot (a stale install).
+    #[error("SPI {0:#010x} was just removed from its slot")]
+    Stale(u32),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct AllocSlot {
+    /// Generation of the slot's current (allocated) or next (free) SPI.
+    generation: u32,
+    /// [`ALLOCATED`], or the free-list link ([`NONE`] at the tail).
+    next: u32,
+}
+
+/// Hands out one worker's inbound SPIs, in the [`SpiLayout`] the worker's
+/// [`SpiTable`] reads: worker id, slot and generation. Lives apart from the table so
+/// that the control thread can choose the SPI (IKEv1 KEYMAT depends on it, and it goes
+/// in Quick Mode message 2 before any SA exists) and send the finished SA to the worker
+/// with no reply to wait for ([`SpiTable::insert_at`]).
+///
+/// Freed slots go on a FIFO free list and are reused oldest first, and each reuse
+/// bumps the slot's generation, so a deleted SA's SPI misses for as long as possible.
+///
+/// Reuse is safe with the worker's command queue: the control thread sends
+/// `RemoveSaPair { old }`, then [`SpiAllocator::release`]s `old`; a later
+/// [`SpiAllocator::allocate`] may return the same slot with the next generation, and
+/// its `InstallSaPair` is queued behind the removal. Commands on one worker's queue are
+/// applied in order, so the worker has always freed the slot before it is asked to
+/// fill it again. Release an SPI only after its removal is queued (or if it was never
+/// sent to the worker).
+#[derive(Clone)]
+pub struct SpiAllocator {
+    layout: SpiLayout,
+    worker: u16,
+    /// Entry `i` is slot `i + layout.first_slot()`.
+    slots: Vec<AllocSlot>,
+    free_head: u32,
+    free_tail: u32,
+    len: usize,
+}
+
+impl SpiAllocator {
+    /// An allocator of `worker`'s SPIs.
+    pub fn new(worker: u16, layout: SpiLayout) -> Result<Self, WorkerIdError> {
+        check_worker(worker, layout)?;
+        Ok(SpiAllocator {
+            layout,
+            worker,
+            slots: Vec::new(),
+            free_head: NONE,
+            free_tail: NONE,
+            len: 0,
+        })
+    }
+
+    /// The worker whose SPIs this allocator hands out.
+    pub fn worker(&self) -> u16 {
+        self.worker
+    }
+
+    /// The SPI layout.
+    pub fn layout(&self) -> SpiLayout {
+        self.layout
+    }
+
+    /// SPIs handed out and not released.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no SPI is handed out.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// What [`SpiAllocator::allocate`] would return, without taking it.
+    fn peek(&self) -> Result<u32, TableFull> {
+        let (index, generation) = match self.slots.get(self.free_head as usize) {
+            Some(s) if s.next != ALLOCATED => (self.free_head as usize, s.generation),
+            // NONE, or (never) a corrupted link: a fresh slot.
+            _ if self.slots.len() < self.layout.max_entries() => (self.slots.len(), 0),
+            _ => return Err(TableFull),
+        };
+        let slot = index as u32 + self.layout.first_slot();
+        Ok(self.layout.spi(self.worker, slot, generation))
+    }
+
+    /// A fresh SPI of this worker: never 0 or 1..=255, never one that is handed out.
+    pub fn allocate(&mut self) -> Result<u32, TableFull> {
+        let spi = self.peek()?;
+        let index = self.index_of(spi);
+        match self.slots.get_mut(index) {
+            Some(s) => {
+                let next = s.next;
+                s.next = ALLOCATED;
+                self.free_head = next;
+                if next == NONE {
+                    self.free_tail = NONE;
+                }
+            }
+            None => self.slots.push(AllocSlot {
+                generation: 0,
+                next: ALLOCATED,
+            }),
+        }
+        self.len += 1;
+        Ok(spi)
+    }
+
+    /// Gives `spi` back: its slot's next SPI carries the next generation. Returns
+    /// false (and changes nothing) if `spi` is not handed out by this allocator: another
+    /// worker's, stale, released twice or garbage.
+    pub fn release(&mut self, spi: u32) -> bool {
+        if self.layout.worker_of(spi) != self.worker {
+            return false;
+        }
+        let index = self.index_of(spi);
+        let mask = self.layout.generation_mask();
+        match self.slots.get_mut(index) {
+            Some(s) if s.next == ALLOCATED && s.generation == spi & mask => {
+                s.generation = s.generation.wrapping_add(1) & mask;
+                s.next = NONE;
+            }
+            _ => return false,
+        }
+        let index = index as u32;
+        match self.slots.get_mut(self.free_tail as usize) {
+            Some(tail) if tail.next != ALLOCATED => tail.next = index,
+            _ => self.free_head = index,
+        }
+        self.free_tail = index;
+        self.len -= 1;
+        true
+    }
+
+    /// Whether `spi` is handed out (allocated and not released).
+    pub fn is_allocated(&self, spi: u32) -> bool {
+        self.layout.worker_of(spi) == self.worker
+            && self.slots.get(self.index_of(spi)).is_some_and(|s| {
+                s.next == ALLOCATED && s.generation == spi & self.layout.generation_mask()
+            })
+    }
+
+    fn index_of(&self, spi: u32) -> usize {
+        self.layout.index_of(spi)
+    }
+}
+
+impl fmt::Debug for SpiAllocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpiAllocator")
+            .field("worker", &self.worker)
+            .field("layout", &self.layout)
+            .field("len", &self.len)
+            .field("slots", &self.slots.len())
+            .finish()
+    }
+}
+
+/// One [`SpiAllocator`] per worker, for the control thread: it allocates an inbound
+/// SPI on the worker that will own the SA, and releases it after `RemoveSaPair` is
+/// queued (the worker is read from the SPI).
+#[derive(Clone, Debug)]
+pub struct SpiAllocators {
+    layout: SpiLayout,
+    workers: Vec<SpiAllocator>,
+}
+
+impl SpiAllocators {
+    /// Allocators for workers `0..workers` in `layout` (the one the data plane's
+    /// tables use: [`crate::dataplane::runtime::spi_layout`]).
+    pub fn new(layout: SpiLayout, workers: u16) -> Result<Self, WorkerIdError> {
+        let workers = (0..workers)
+            .map(|w| SpiAllocator::new(w, layout))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SpiAllocators { layout, workers })
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> SpiLayout {
+        self.layout
+    }
+
+    /// A fresh SPI owned by `worker`. [`TableFull`] also for a worker this set does
+    /// not have.
+    pub fn allocate(&mut self, worker: u16) -> Result<u32, TableFull> {
+        self.workers
+            .get_mut(usize::from(worker))
+            .ok_or(TableFull)?
+            .allocate()
+    }
+
+    /// Gives `spi` back to its worker's allocator; false if it was not handed out.
+    pub fn release(&mut self, spi: u32) -> bool {
+        let w = self.layout.worker_of(spi);
+        self.workers
+            .get_mut(usize::from(w))
+            .is_some_and(|a| a.release(spi))
+    }
+
+    /// The worker that owns `spi`.
+    pub fn worker_of(&self, spi: u32) -> u16 {
+        self.layout.worker_of(spi)
+    }
+
+    /// One worker's allocator.
+    pub fn worker(&self, worker: u16) -> Option<&SpiAllocator> {
+        self.workers.get(usize::from(worker))
+    }
+}
+
+fn check_worker(worker: u16, layout: SpiLayout) -> Result<(), WorkerIdError> {
+    if u32::from(worker) >= layout.workers() {
+        return Err(WorkerIdError {
+            worker,
+            bits: layout.worker_bits(),
+        });
+    }
+    Ok(())
+}
 
 enum Entry<T> {
     Occupied {
         spi: u32,
         value: T,
     },
-    /// `generation` is what the slot's next SPI will carry; `next` links the free list.
+    /// `last` is the SPI that lived here last (0: none), refused by `insert_at`.
     Vacant {
-        generation: u32,
-        next: u32,
+        last: u32,
     },
 }
 
 /// One worker's inbound SAs (or anything else keyed by our SPIs), a slab indexed by the
 /// slot bits of the SPI.
 ///
-/// Freed slots go on a FIFO free list and are reused oldest first, which puts as many
-/// other allocations as possible between a slot's successive SPIs.
+/// Two ways to fill it; use one per table:
+/// - [`SpiTable::insert_at`] stores under an SPI chosen elsewhere (the control
+///   thread's [`SpiAllocator`]); the gateway's workers do this.
+/// - [`SpiTable::insert_with`] allocates the SPI itself from an allocator of its own
+///   (tests, benches, the load generator). [`SpiTable::remove`] gives SPIs back to it.
+///
+/// Mixing them is safe (nothing panics, no live entry is overwritten) but slots taken
+/// by `insert_at` are lost to `insert_with`'s allocator.
 pub struct SpiTable<T> {
     layout: SpiLayout,
     worker: u16,
     /// Entry `i` is slot `i + layout.first_slot()`.
     entries: Vec<Entry<T>>,
-    free_head: u32,
-    free_tail: u32,
     len: usize,
+    own: SpiAllocator,
 }
 
 impl<T> SpiTable<T> {
@@ -172,23 +422,17 @@ impl<T> SpiTable<T> {
         layout: SpiLayout,
         capacity_hint: usize,
     ) -> Result<Self, WorkerIdError> {
-        if u32::from(worker) >= layout.workers() {
-            return Err(WorkerIdError {
-                worker,
-                bits: layout.worker_bits(),
-            });
-        }
+        let own = SpiAllocator::new(worker, layout)?;
         Ok(SpiTable {
             layout,
             worker,
             entries: Vec::with_capacity(capacity_hint.min(layout.max_entries())),
-            free_head: NONE,
-            free_tail: NONE,
             len: 0,
+            own,
         })
     }
 
-    /// The worker whose SPIs this table hands out.
+    /// The worker whose SPIs this table holds.
     pub fn worker(&self) -> u16 {
         self.worker
     }
@@ -198,53 +442,70 @@ impl<T> SpiTable<T> {
         self.layout
     }
 
-    /// Allocate a fresh SPI owned by this worker and store `value` under it.
+    /// Stores `value` under `spi`, an SPI of this worker allocated elsewhere (the
+    /// control thread's [`SpiAllocator`]). Refuses another worker's SPI, a reserved
+    /// slot, an occupied slot, and the SPI that was last removed from the slot (a
+    /// stale install: the allocator moved the generation on when it was released).
+    ///
+    /// Grows the slab up to the slot (on the command path, never per packet).
+    pub fn insert_at(&mut self, spi: u32, value: T) -> Result<(), InsertError> {
+        if self.layout.worker_of(spi) != self.worker {
+            return Err(InsertError::WrongWorker(spi));
+        }
+        let index = self.index_of(spi);
+        if index >= self.layout.max_entries() {
+            return Err(InsertError::Reserved(spi));
+        }
+        if index >= self.entries.len() {
+            self.entries
+                .resize_with(index + 1, || Entry::Vacant { last: 0 });
+        }
+        let Some(entry) = self.entries.get_mut(index) else {
+            return Err(InsertError::Reserved(spi));
+        };
+        match entry {
+            Entry::Occupied { .. } => return Err(InsertError::Occupied(spi)),
+            Entry::Vacant { last } if *last == spi => return Err(InsertError::Stale(spi)),
+            Entry::Vacant { .. } => *entry = Entry::Occupied { spi, value },
+        }
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Allocates a fresh SPI owned by this worker (from the table's own allocator) and
+    /// stores `value` under it.
     ///
     /// `f` receives the SPI (an SA wants to know its own); if `f` panics the table is
     /// left as it was.
     pub fn insert_with(&mut self, f: impl FnOnce(u32) -> T) -> Result<u32, TableFull> {
-        let (index, generation, reused) = match self.free_slot() {
-            Some((index, generation, next)) => (index, generation, Some(next)),
-            None if self.entries.len() < self.layout.max_entries() => (self.entries.len(), 0, None),
-            None => return Err(TableFull),
-        };
-        let slot = index as u32 + self.layout.first_slot();
-        let spi = self.layout.spi(self.worker, slot, generation);
-        let entry = Entry::Occupied { spi, value: f(spi) };
-        match reused {
-            Some(next) => {
-                self.free_head = next;
-                if next == NONE {
-                    self.free_tail = NONE;
+        // A slot filled by insert_at (mixed use) is skipped: kept allocated, so the own
+        // allocator never offers it again.
+        let spi = loop {
+            let spi = self.own.peek()?;
+            match self.entries.get(self.index_of(spi)) {
+                Some(Entry::Occupied { .. }) => {
+                    self.own.allocate()?;
                 }
-                if let Some(e) = self.entries.get_mut(index) {
-                    *e = entry;
-                }
+                _ => break spi,
             }
-            None => self.entries.push(entry),
-        }
-        self.len += 1;
-        Ok(spi)
-    }
-
-    /// The head of the free list: index, its next generation and the following link.
-    fn free_slot(&self) -> Option<(usize, u32, u32)> {
-        let index = self.free_head as usize;
-        match self.entries.get(index) {
-            Some(Entry::Vacant { generation, next }) => Some((index, *generation, *next)),
-            // NONE, or (never) a corrupted link: fall back to a fresh slot.
-            _ => None,
+        };
+        let value = f(spi);
+        let taken = self.own.allocate()?;
+        debug_assert_eq!(taken, spi);
+        match self.insert_at(spi, value) {
+            Ok(()) => Ok(spi),
+            // Not reachable: the slot was checked free and the allocator's generation
+            // moved past the last tenant. Reported as full rather than panicking.
+            Err(_) => Err(TableFull),
         }
     }
 
     fn index_of(&self, spi: u32) -> usize {
-        // A slot below first_slot wraps to a huge index and misses like any other.
-        self.layout
-            .slot_of(spi)
-            .wrapping_sub(self.layout.first_slot()) as usize
+        self.layout.index_of(spi)
     }
 
     /// The value stored under `spi`, if `spi` is live in this table.
+    #[inline]
     pub fn get(&self, spi: u32) -> Option<&T> {
         match self.entries.get(self.index_of(spi)) {
             Some(Entry::Occupied { spi: s, value }) if *s == spi => Some(value),
@@ -253,6 +514,7 @@ impl<T> SpiTable<T> {
     }
 
     /// Mutable access to the value stored under `spi`.
+    #[inline]
     pub fn get_mut(&mut self, spi: u32) -> Option<&mut T> {
         let index = self.index_of(spi);
         match self.entries.get_mut(index) {
@@ -261,29 +523,18 @@ impl<T> SpiTable<T> {
         }
     }
 
-    /// Remove and return the value under `spi`; the slot's generation moves on, so
-    /// `spi` misses from now on.
+    /// Remove and return the value under `spi`; `spi` misses from now on. An SPI from
+    /// the table's own allocator ([`SpiTable::insert_with`]) goes back to it, with the
+    /// slot's generation moved on.
     pub fn remove(&mut self, spi: u32) -> Option<T> {
         let index = self.index_of(spi);
         let entry = self.entries.get_mut(index)?;
         if !matches!(entry, Entry::Occupied { spi: s, .. } if *s == spi) {
             return None;
         }
-        let generation = (spi & self.layout.generation_mask()).wrapping_add(1);
-        let old = mem::replace(
-            entry,
-            Entry::Vacant {
-                generation,
-                next: NONE,
-            },
-        );
-        let index = index as u32;
-        match self.entries.get_mut(self.free_tail as usize) {
-            Some(Entry::Vacant { next, .. }) => *next = index,
-            _ => self.free_head = index,
-        }
-        self.free_tail = index;
+        let old = mem::replace(entry, Entry::Vacant { last: spi });
         self.len -= 1;
+        self.own.release(spi);
         match old {
             Entry::Occupied { value, .. } => Some(value),
             Entry::Vacant { .. } => None,
@@ -631,6 +882,218 @@ mod tests {
             }
             let listed: HashMap<u32, u16> = table.iter().map(|(s, v)| (s, *v)).collect();
             prop_assert_eq!(listed, model);
+        }
+    }
+}
+
+#[cfg(test)]
+mod allocator_tests {
+    use super::*;
+    use std::collections::{HashMap, HashSet};
+
+    use proptest::prelude::*;
+
+    #[test]
+    fn allocate_release_reuse_fifo_with_next_generation() {
+        let layout = SpiLayout::DEFAULT;
+        let mut a = SpiAllocator::new(3, layout).unwrap();
+        let x = a.allocate().unwrap();
+        let y = a.allocate().unwrap();
+        let z = a.allocate().unwrap();
+        assert_eq!(a.len(), 3);
+        for s in [x, y, z] {
+            assert_eq!(layout.worker_of(s), 3);
+            assert!(a.is_allocated(s));
+        }
+        assert!(a.release(y));
+        assert!(!a.release(y), "released twice");
+        assert!(a.release(x));
+        assert!(!a.is_allocated(x));
+        let y2 = a.allocate().unwrap();
+        let x2 = a.allocate().unwrap();
+        let w = a.allocate().unwrap();
+        assert_eq!(layout.slot_of(y2), layout.slot_of(y), "oldest freed first");
+        assert_eq!(layout.slot_of(x2), layout.slot_of(x));
+        assert_eq!(layout.slot_of(w), layout.slot_of(z) + 1);
+        assert_eq!(
+            y2 & layout.generation_mask(),
+            (y + 1) & layout.generation_mask()
+        );
+        assert_ne!(x2, x);
+        // Stale, foreign and garbage SPIs change nothing.
+        assert!(!a.release(x));
+        assert!(!a.release(x2 ^ (1 << 31)));
+        for g in [0, 1, 255, u32::MAX] {
+            assert!(!a.release(g));
+        }
+        assert_eq!(a.len(), 4);
+        assert!(SpiAllocator::new(64, layout).is_err());
+    }
+
+    #[test]
+    fn allocator_fills_and_refills_a_worker() {
+        let layout = SpiLayout::new(10).unwrap();
+        let mut a = SpiAllocator::new(1023, layout).unwrap();
+        let mut spis = Vec::new();
+        while let Ok(s) = a.allocate() {
+            spis.push(s);
+        }
+        assert_eq!(spis.len(), layout.max_entries());
+        assert_eq!(a.allocate(), Err(TableFull));
+        assert!(a.release(spis[7]));
+        let again = a.allocate().unwrap();
+        assert_eq!(layout.slot_of(again), layout.slot_of(spis[7]));
+        assert_eq!(a.allocate(), Err(TableFull));
+    }
+
+    #[test]
+    fn worker_table_takes_what_the_control_thread_allocated() {
+        let layout = SpiLayout::DEFAULT;
+        let mut alloc = SpiAllocators::new(layout, 4).unwrap();
+        let mut tables: Vec<SpiTable<u32>> = (0..4).map(|w| SpiTable::new(w, layout, 0)).collect();
+        let spis: Vec<u32> = (0..40u16).map(|i| alloc.allocate(i % 4).unwrap()).collect();
+        for &spi in &spis {
+            let w = usize::from(alloc.worker_of(spi));
+            tables[w].insert_at(spi, spi).unwrap();
+            assert_eq!(tables[w].get(spi), Some(&spi));
+            assert_eq!(tables[w].insert_at(spi, 0), Err(InsertError::Occupied(spi)));
+            let other = (w + 1) % 4;
+            assert_eq!(
+                tables[other].insert_at(spi, 0),
+                Err(InsertError::WrongWorker(spi))
+            );
+        }
+        assert_eq!(alloc.allocate(4), Err(TableFull), "no such worker");
+        // Remove old, release, allocate again: the reused slot has a new generation
+        // and the worker accepts it once the old SA is gone (FIFO queue order).
+        let old = spis[5];
+        let w = usize::from(alloc.worker_of(old));
+        assert_eq!(tables[w].remove(old), Some(old));
+        assert!(alloc.release(old));
+        let new = alloc.allocate(w as u16).unwrap();
+        assert_eq!(layout.slot_of(new), layout.slot_of(old));
+        assert_ne!(new, old);
+        assert_eq!(tables[w].insert_at(old, 1), Err(InsertError::Stale(old)));
+        tables[w].insert_at(new, 2).unwrap();
+        assert!(tables[w].get(old).is_none());
+        assert_eq!(tables[w].get(new), Some(&2));
+        // Reserved slots (SPIs 0..=255) and slots past the end are refused.
+        let mut t0 = SpiTable::<u8>::new(0, layout, 0);
+        for spi in [0u32, 1, 255] {
+            assert_eq!(t0.insert_at(spi, 0), Err(InsertError::Reserved(spi)));
+        }
+        assert!(t0.is_empty());
+    }
+
+    #[test]
+    fn mixed_use_never_overwrites() {
+        let layout = SpiLayout::DEFAULT;
+        let mut ext = SpiAllocator::new(0, layout).unwrap();
+        let mut t = SpiTable::new(0, layout, 0);
+        let a = ext.allocate().unwrap();
+        t.insert_at(a, 'a').unwrap();
+        let b = t.insert_with(|_| 'b').unwrap();
+        assert_ne!(layout.slot_of(a), layout.slot_of(b));
+        assert_eq!((t.get(a), t.get(b)), (Some(&'a'), Some(&'b')));
+        assert_eq!(t.len(), 2);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Allocate(u8),
+        /// Install an allocated, not yet installed SPI.
+        Install(prop::sample::Index),
+        /// Remove (from the table) and release an SPI handed out earlier.
+        RemoveRelease(prop::sample::Index),
+        /// Release without install (Quick Mode failed before the SA existed).
+        ReleaseOnly(prop::sample::Index),
+        Probe(u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => any::<u8>().prop_map(Op::Allocate),
+            3 => any::<prop::sample::Index>().prop_map(Op::Install),
+            3 => any::<prop::sample::Index>().prop_map(Op::RemoveRelease),
+            1 => any::<prop::sample::Index>().prop_map(Op::ReleaseOnly),
+            1 => any::<u32>().prop_map(Op::Probe),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn allocators_and_tables_match_a_model(
+            worker_bits in 0..=3u8,
+            ops in prop::collection::vec(op(), 1..400),
+        ) {
+            let layout = SpiLayout::new(worker_bits).unwrap();
+            let workers = layout.workers() as u16;
+            let mut alloc = SpiAllocators::new(layout, workers).unwrap();
+            let mut tables: Vec<SpiTable<u32>> =
+                (0..workers).map(|w| SpiTable::new(w, layout, 0)).collect();
+            let mut live: HashSet<u32> = HashSet::new();
+            let mut installed: HashMap<u32, u32> = HashMap::new();
+            let mut issued: Vec<u32> = Vec::new();
+            let mut last_removed: HashMap<(u16, u32), u32> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Allocate(w) => {
+                        let w = u16::from(w) % workers;
+                        let spi = alloc.allocate(w).unwrap();
+                        prop_assert!(spi >= 256);
+                        prop_assert_eq!(layout.worker_of(spi), w);
+                        prop_assert!(live.insert(spi), "live SPI handed out twice");
+                        issued.push(spi);
+                    }
+                    Op::Install(i) if !issued.is_empty() => {
+                        let spi = issued[i.index(issued.len())];
+                        let t = &mut tables[usize::from(layout.worker_of(spi))];
+                        let slot = layout.slot_of(spi);
+                        let occupied = installed.contains_key(&spi);
+                        if occupied {
+                            prop_assert_eq!(t.insert_at(spi, 0), Err(InsertError::Occupied(spi)));
+                        } else if live.contains(&spi) {
+                            prop_assert_eq!(t.insert_at(spi, spi ^ 1), Ok(()));
+                            installed.insert(spi, spi ^ 1);
+                        } else if last_removed.get(&(layout.worker_of(spi), slot)) == Some(&spi) {
+                            // The control thread never does this; the table refuses it
+                            // (stale, or the slot already holds its next tenant).
+                            let r = t.insert_at(spi, 0);
+                            prop_assert!(
+                                matches!(r, Err(InsertError::Stale(_) | InsertError::Occupied(_))),
+                                "{:?}", r
+                            );
+                        }
+                    }
+                    Op::RemoveRelease(i) if !issued.is_empty() => {
+                        let spi = issued[i.index(issued.len())];
+                        let t = &mut tables[usize::from(layout.worker_of(spi))];
+                        let was = installed.remove(&spi);
+                        if was.is_some() {
+                            last_removed.insert((layout.worker_of(spi), layout.slot_of(spi)), spi);
+                        }
+                        prop_assert_eq!(t.remove(spi), was);
+                        prop_assert_eq!(alloc.release(spi), live.remove(&spi));
+                    }
+                    Op::ReleaseOnly(i) if !issued.is_empty() => {
+                        let spi = issued[i.index(issued.len())];
+                        if !installed.contains_key(&spi) {
+                            prop_assert_eq!(alloc.release(spi), live.remove(&spi));
+                        }
+                    }
+                    Op::Probe(spi) => {
+                        let t = &tables[usize::from(layout.worker_of(spi))];
+                        prop_assert_eq!(t.get(spi), installed.get(&spi));
+                    }
+                    _ => {}
+                }
+                let total: usize = (0..workers)
+                    .map(|w| alloc.worker(w).map_or(0, |a| a.len()))
+                    .sum();
+                prop_assert_eq!(total, live.len());
+                let in_tables: usize = tables.iter().map(|t| t.len()).sum();
+                prop_assert_eq!(in_tables, installed.len());
+            }
         }
     }
 }

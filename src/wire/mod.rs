@@ -26,6 +26,7 @@ pub mod checksum;
 pub mod esp;
 pub mod ethernet;
 pub mod ipv4;
+pub mod isakmp;
 pub mod l2tp;
 pub mod pcap;
 pub mod ppp;

@@ -410,3 +410,108 @@ fn backends_move_to_their_worker_thread() {
     .unwrap();
     assert_eq!(got, 1);
 }
+
+/// IKE through a running worker on the socket backend: a datagram to the IKE socket
+/// (500) and one to the NAT-T socket (4500, behind the non-ESP marker) reach the
+/// control channel with our address and port; `SendIke` answers leave from the same
+/// sockets, the one on 4500 with the marker.
+#[test]
+fn ike_round_trip_through_a_worker_on_sockets() {
+    use std::os::fd::BorrowedFd;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use crate::dataplane::backends::SocketOutside;
+    use crate::dataplane::chain::ControlKind;
+    use crate::dataplane::ports::{FrameSource, Inside};
+    use crate::dataplane::worker::{SharedStats, Worker, WorkerCmd, WorkerConfig};
+
+    struct NoInside;
+    impl Inside<Box<[u8]>> for NoInside {
+        fn recv(
+            &mut self,
+            _: &mut dyn FrameSource<Box<[u8]>>,
+            _: &mut Vec<Pkt<Box<[u8]>>>,
+            _: usize,
+        ) -> usize {
+            0
+        }
+        fn send(&mut self, pkts: &[Pkt<Box<[u8]>>]) -> usize {
+            pkts.len()
+        }
+        fn fds(&self) -> Vec<BorrowedFd<'_>> {
+            Vec::new()
+        }
+    }
+
+    let sock = open();
+    let ike = sock.local_addr(Role::Ike).unwrap();
+    let natt = sock.local_addr(Role::NatT).unwrap();
+    let (client, caddr) = peer();
+    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+    let (up_tx, up_rx) = crossbeam_channel::unbounded();
+    let cfg = WorkerConfig {
+        id: 0,
+        batch: 16,
+        idle_wait: Duration::from_millis(1),
+        workers: 1,
+        tunnel_bits: 0,
+        answer_ping_on: None,
+    };
+    let worker = std::thread::spawn(move || {
+        let mut w = Worker::new(
+            cfg,
+            new_shard(4),
+            SocketOutside::new(sock, 64),
+            NoInside,
+            cmd_rx,
+            up_tx,
+            Arc::new(SharedStats::default()),
+            Arc::new(AtomicBool::new(false)),
+        );
+        w.run();
+    });
+
+    let msg: Vec<u8> = (0..40u8).collect();
+    client.send_to(&msg, ike).unwrap();
+    let mut marked = vec![0u8; 4];
+    marked.extend_from_slice(&msg);
+    client.send_to(&marked, natt).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let m = up_rx.recv_timeout(Duration::from_secs(2)).expect("IKE up");
+        assert_eq!(m.kind, ControlKind::Ike);
+        assert_eq!(m.data, msg);
+        assert_eq!(
+            (m.peer.addr, m.peer.port, m.peer.spi),
+            (LO, caddr.port(), 0)
+        );
+        assert_eq!(m.local, LO);
+        got.push(m.local_port);
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [500, 4500],
+        "the role's port, whatever the socket is bound to"
+    );
+
+    for local_port in [500, 4500] {
+        cmd_tx
+            .send(WorkerCmd::SendIke {
+                peer: LO,
+                peer_port: caddr.port(),
+                local: LO,
+                local_port,
+                data: msg.clone(),
+            })
+            .unwrap();
+    }
+    let mut buf = [0u8; 256];
+    let (n, from) = client.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&msg[..], ike.into()));
+    let (n, from) = client.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&marked[..], natt.into()));
+    cmd_tx.send(WorkerCmd::Stop).unwrap();
+    worker.join().unwrap();
+}
