@@ -785,7 +785,8 @@ fn check_esp_decrypts(r: &VmRun) -> String {
         if !good || f[5].is_empty() {
             bad.push(line.to_string());
         }
-        if f[0].starts_with("10.77.0.2") {
+        // ip.src lists the outer address first (then the inner one, once decrypted)
+        if f[0].split(',').next() == Some("10.77.0.2") {
             to_gw += 1;
         } else {
             from_gw += 1;

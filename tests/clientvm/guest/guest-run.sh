@@ -68,8 +68,10 @@ if [ "$SKIP_IPSEC" != 1 ]; then
   cp /etc/ipsec.conf /out/ipsec.conf.used
   t=$(now)
   ipsec start > /out/ipsec-start.txt 2>&1
-  i=0; until ipsec status >/dev/null 2>&1 || [ $i -ge 60 ]; do sleep 0.5; i=$((i+1)); done
-  log "charon started ($(since $t)s)"
+  # charon is ready when starter has loaded the conn into it (`ipsec status` alone answers
+  # before charon's pid file exists, and `ipsec up` then fails with rc 7)
+  i=0; until ipsec statusall 2>/dev/null | grep -q '^ *L2TP-PSK:' || [ $i -ge 60 ]; do sleep 0.5; i=$((i+1)); done
+  log "charon started, conn loaded ($(since $t)s)"
 else
   log "SKIP_IPSEC=1: no strongSwan; plain L2TP to $SERVER_IP:1701"
 fi
