@@ -900,10 +900,26 @@ fn real_linux_client_over_l2tp_ipsec_legacy_proposals() {
     );
 }
 
-/// Lines of the guest's charon log that contain every one of `parts`.
-fn count_lines(text: &str, parts: &[&str]) -> usize {
+/// Seconds since midnight of an `HH:MM:SS` clock (charon's `time_format = %T`).
+fn clock_secs(t: &str) -> Option<u32> {
+    let mut p = t.get(..8)?.split(':').map(|x| x.parse::<u32>().ok());
+    Some(p.next()?? * 3600 + p.next()?? * 60 + p.next()??)
+}
+
+/// Lines of the guest's charon log that contain every one of `parts`, logged within
+/// [from, to] (clock seconds; `to` < `from` wraps past midnight).
+fn count_lines(text: &str, parts: &[&str], from: u32, to: u32) -> usize {
     text.lines()
         .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .filter(|l| {
+            clock_secs(l).is_some_and(|t| {
+                if from <= to {
+                    (from..=to).contains(&t)
+                } else {
+                    t >= from || t <= to
+                }
+            })
+        })
         .count()
 }
 
@@ -956,12 +972,31 @@ fn real_linux_client_l2tp_ipsec_rekeys() {
     // "creating rekey job for CHILD_SA ESP/0x…" then "CHILD_SA L2TP-PSK{N} established
     // with SPIs …"; the Main Mode rekey is a reauthentication: "reauthenticating IKE_SA
     // L2TP-PSK[1]", "IKE_SA L2TP-PSK[2] established …", later "deleting IKE_SA L2TP-PSK[1]".
-    let child_rekey_jobs = count_lines(&charon, &["creating rekey job for CHILD_SA"]);
-    let children = count_lines(&charon, &["CHILD_SA L2TP-PSK{", "} established with SPIs"]);
-    let reauths = count_lines(&charon, &["reauthenticating IKE_SA L2TP-PSK["]);
-    let ikes = count_lines(&charon, &["IKE_SA L2TP-PSK[", "] established between"]);
+    // Counted while the ping stream ran (the guest's wall clock around it).
+    let (Some(from), Some(to)) = (
+        clock_secs(&r.result("client", "ping_start_clock")),
+        clock_secs(&r.result("client", "ping_end_clock")),
+    ) else {
+        panic!("{test}: no ping start/end clock in the guest's result.txt");
+    };
+    let child_rekey_jobs = count_lines(&charon, &["creating rekey job for CHILD_SA"], from, to);
+    let children = count_lines(
+        &charon,
+        &["CHILD_SA L2TP-PSK{", "} established with SPIs"],
+        from,
+        to,
+    );
+    let reauths = count_lines(&charon, &["reauthenticating IKE_SA L2TP-PSK["], from, to);
+    let ikes = count_lines(
+        &charon,
+        &["IKE_SA L2TP-PSK[", "] established between"],
+        from,
+        to,
+    );
     let summary = format!(
-        "charon: {child_rekey_jobs} CHILD_SA rekey jobs, {children} CHILD_SAs established, {reauths} IKE_SA reauthentications, {ikes} IKE_SAs established"
+        "charon, during the pings ({} .. {}): {child_rekey_jobs} CHILD_SA rekey jobs, {children} new CHILD_SAs established, {reauths} IKE_SA reauthentications, {ikes} new IKE_SAs established",
+        r.result("client", "ping_start_clock"),
+        r.result("client", "ping_end_clock")
     );
     eprintln!("{test}: {summary}");
     let ctx = || {
@@ -972,13 +1007,13 @@ fn real_linux_client_l2tp_ipsec_rekeys() {
         )
     };
     assert!(
-        child_rekey_jobs >= 2 && children >= 3,
-        "{test}: expected two Quick Mode rekeys (3 CHILD_SAs established): {summary}\n{}",
+        child_rekey_jobs >= 2 && children >= 2,
+        "{test}: expected two Quick Mode rekeys during the pings: {summary}\n{}",
         ctx()
     );
     assert!(
-        reauths >= 1 && ikes >= 2,
-        "{test}: expected one IKE SA rekey (reauthentication, a 2nd IKE_SA established): {summary}\n{}",
+        reauths >= 1 && ikes >= 1,
+        "{test}: expected one IKE SA rekey (reauthentication, a new IKE_SA established) during the pings: {summary}\n{}",
         ctx()
     );
     // One session throughout: one start line, nothing stopped it while the pings ran.
@@ -1146,4 +1181,28 @@ fn xfrm_state_parser_reads_both_dump_formats() {
     assert!(sas[0].uat().starts_with(
         "uat:esp_sa:\"IPv4\",\"10.77.0.2\",\"10.77.0.254\",\"0xc241bd35\",\"AES-GCM with 16 octet ICV [RFC4106]\""
     ));
+}
+
+#[test]
+fn charon_log_lines_counted_inside_a_clock_window() {
+    let log = "22:15:23 13[KNL] creating rekey job for CHILD_SA ESP/0xca463b66/10.77.0.2\n\
+               22:15:38 15[IKE] <L2TP-PSK|1> reauthenticating IKE_SA L2TP-PSK[1]\n\
+               22:16:23 14[KNL] creating rekey job for CHILD_SA ESP/0xc24f0174/10.77.0.2\n";
+    let (from, to) = (
+        clock_secs("22:14:59").unwrap(),
+        clock_secs("22:16:14").unwrap(),
+    );
+    assert_eq!(count_lines(log, &["creating rekey job"], from, to), 1);
+    assert_eq!(count_lines(log, &["reauthenticating IKE_SA"], from, to), 1);
+    assert_eq!(
+        count_lines(
+            log,
+            &["creating rekey job"],
+            clock_secs("23:59:00").unwrap(),
+            0
+        ),
+        0
+    );
+    assert_eq!(clock_secs("00:00:07"), Some(7));
+    assert_eq!(clock_secs("garbage"), None);
 }

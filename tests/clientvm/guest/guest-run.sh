@@ -156,7 +156,9 @@ result ppp_up_seconds "$(since $t1)"
 # pppd adds a host route to the peer it was told; make sure TARGET goes through ppp0 too
 ip route replace "$TARGET/32" dev ppp0
 log "ping $TARGET through ppp0 ($PING_COUNT x ${PING_INTERVAL}s)"
+result ping_start_clock "$(date +%T)"   # wall clock, as charon's log prints it
 ping -c "$PING_COUNT" -i "$PING_INTERVAL" -W 2 -I ppp0 "$TARGET" > /out/ping-ppp.txt 2>&1; tail -4 /out/ping-ppp.txt
+result ping_end_clock "$(date +%T)"
 result ping_loss "$(sed -n 's/.* \([0-9.]*%\) packet loss.*/\1/p' /out/ping-ppp.txt)"
 n=1
 while [ $n -le "$IPERF_RUNS" ]; do
