@@ -22,6 +22,7 @@ use std::time::Duration;
 use crossbeam_channel::bounded;
 use sekisho::config::IoMode;
 use sekisho::crypto::{Backend, Transform};
+use sekisho::dataplane::chain::ControlKind;
 use sekisho::dataplane::io::tun::TunConfig;
 use sekisho::dataplane::peer::{
     FRAME_HEADROOM, GatewaySide, PeerParams, SimPeer, client_spi, frame_len, keymat,
@@ -262,8 +263,31 @@ fn run_mode(io: IoMode, tag: &str, workers: usize, router: bool) {
             .send(WorkerCmd::InstallSession(Box::new(session)))
             .unwrap();
         plane_tx.send((spi, plane.io.clone())).unwrap();
-        let _ = done_rx.recv_timeout(Duration::from_secs(60));
-        plane.shutdown()
+        // Answer IKE as the control thread will: through the worker that received it,
+        // from the address and port it came to (the message reversed, to tell it apart).
+        let mut ike = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while done_rx.try_recv() == Err(crossbeam_channel::TryRecvError::Empty)
+            && std::time::Instant::now() < deadline
+        {
+            let Ok(m) = plane.up.recv_timeout(Duration::from_millis(20)) else {
+                continue;
+            };
+            if m.kind != ControlKind::Ike {
+                continue;
+            }
+            ike.push((m.local, m.local_port, m.peer.port));
+            plane.cmds[usize::from(m.worker)]
+                .send(WorkerCmd::SendIke {
+                    peer: m.peer.addr,
+                    peer_port: m.peer.port,
+                    local: m.local,
+                    local_port: m.local_port,
+                    data: m.data.iter().rev().copied().collect(),
+                })
+                .unwrap();
+        }
+        (plane.shutdown(), ike)
     });
     let (gw_spi, chosen) = plane_rx
         .recv_timeout(Duration::from_secs(30))
@@ -304,6 +328,31 @@ fn run_mode(io: IoMode, tag: &str, workers: usize, router: bool) {
         let mut peer = SimPeer::client(params(workers), gw_spi, seed).unwrap();
         let s = UdpSocket::bind(SocketAddrV4::new(CLIENT, 4500)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        // IKE first, on 500 and on 4500 behind the non-ESP marker: the gateway answers
+        // each from the port it came to.
+        let ike500 = UdpSocket::bind(SocketAddrV4::new(CLIENT, 500)).unwrap();
+        ike500
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let msg: Vec<u8> = (1..=48u8).collect();
+        let back: Vec<u8> = msg.iter().rev().copied().collect();
+        let mut buf = [0u8; 256];
+        ike500.send_to(&msg, SocketAddrV4::new(GW, 500)).unwrap();
+        let (n, from) = ike500.recv_from(&mut buf).expect("IKE answer on 500");
+        assert_eq!(
+            (&buf[..n], from),
+            (&back[..], SocketAddrV4::new(GW, 500).into())
+        );
+        let mut marked = vec![0u8; 4];
+        marked.extend_from_slice(&msg);
+        s.send_to(&marked, SocketAddrV4::new(GW, 4500)).unwrap();
+        let (n, from) = s.recv_from(&mut buf).expect("IKE answer on 4500");
+        assert_eq!(from, SocketAddrV4::new(GW, 4500).into());
+        assert_eq!(
+            (&buf[..4], &buf[4..n]),
+            (&[0u8; 4][..], &back[..]),
+            "non-ESP marker"
+        );
         let mut ok = 0;
         for (k, size) in [64usize, 200, 576, 1000, 1300].into_iter().enumerate() {
             let mut f = vec![0u8; frame_len(1400)];
@@ -392,7 +441,13 @@ fn run_mode(io: IoMode, tag: &str, workers: usize, router: bool) {
     let ok = client.join().unwrap();
     let echoed = inside.join().unwrap();
     let _ = done_tx.send(());
-    let totals = gw.join().unwrap();
+    let (totals, mut ike) = gw.join().unwrap();
+    ike.sort();
+    assert_eq!(
+        ike,
+        [(GW, 500, 500), (GW, 4500, 4500)],
+        "IKE reached the control channel with our address and port ({io:?})"
+    );
     assert_eq!(
         echoed, 5,
         "inside host got every packet ({io:?}); gateway: {totals:?}"
@@ -467,7 +522,10 @@ fn check_with_tshark(pcap: &std::path::Path, gw_spi: u32, seed: u8) {
     let text = String::from_utf8_lossy(&out.stdout);
     let from_gw: Vec<&str> = text
         .lines()
-        .filter(|l| l.starts_with("10.77.0.254"))
+        // ESP only (the IKE answer on 4500 has no ESP fields).
+        .filter(|l| {
+            l.starts_with("10.77.0.254") && l.split('|').nth(1).is_some_and(|f| !f.is_empty())
+        })
         .collect();
     assert_eq!(
         from_gw.len(),

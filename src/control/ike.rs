@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
 use crate::dataplane::worker::{ControlMsg, WorkerCmd};
-use crate::esp::sa::{Direction, Encap, Lifetime, Limits, Sa, SaConfig};
+use crate::esp::sa::{Direction, Encap, Lifetime, Limits, Sa, SaConfig, TunnelAddrs};
 use crate::esp::shard::SpiAllocators;
 use crate::ike::v1::responder::{Action, Datagram, Install, SpiSource};
 use crate::l2tp;
@@ -101,6 +101,15 @@ pub fn build_pair(i: &Install, s: SaSettings, now: Instant) -> Result<(Sa, Sa), 
         now,
     )
     .map_err(|e| format!("outbound SA: {e:?}"))?;
+    // Tunnel mode: the inner addresses from the Quick Mode IDs (a host-to-host
+    // tunnel; the data plane also learns them from verified packets).
+    let inbound = match (c.mode, c.peer_inner()) {
+        (crate::esp::sa::Mode::Tunnel, Some(peer)) => inbound.with_tunnel_addrs(TunnelAddrs {
+            local: c.local_inner().unwrap_or(*i.local.ip()),
+            peer,
+        }),
+        _ => inbound,
+    };
     Ok((inbound, outbound))
 }
 
@@ -204,6 +213,15 @@ impl Control {
                                 inbound: Box::new(inbound),
                                 outbound: Box::new(outbound),
                             });
+                            if let Some(old) = i.rekeys {
+                                // The peer may send on the new pair before QM3 reaches
+                                // us: its sessions accept it from now on.
+                                let _ = w.send(WorkerCmd::AcceptSpi {
+                                    old_inbound_spi: old,
+                                    new_inbound_spi: i.child.inbound_spi,
+                                });
+                                self.spi_alias.insert(i.child.inbound_spi, old);
+                            }
                         }
                     }
                     Err(e) => tracing::warn!("IPsec SA not installed: {e}"),
@@ -218,6 +236,7 @@ impl Control {
                         rekey_of = replaces.map(|r| format!("{r:08x}")),
                         "IPsec SA established"
                     );
+                    self.spi_alias.remove(&inbound_spi);
                     if let Some(old) = replaces {
                         if let Some(w) = self.workers.get(usize::from(worker)) {
                             let _ = w.send(WorkerCmd::RebindSessions {
@@ -238,6 +257,7 @@ impl Control {
                         let _ = w.send(WorkerCmd::RemoveSaPair { inbound_spi });
                     }
                     self.sa_packets.remove(&inbound_spi);
+                    self.spi_alias.remove(&inbound_spi);
                     match successor {
                         Some(new) => self.rebind_l2tp(inbound_spi, new),
                         None => self.close_l2tp_over(now, inbound_spi, reason),

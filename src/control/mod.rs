@@ -103,6 +103,9 @@ pub struct Control {
     ike: Option<crate::ike::v1::Responder>,
     sa_settings: ike::SaSettings,
     sa_packets: HashMap<u32, u64>,
+    /// A pair being negotiated as the rekey of another: L2TP arriving on it belongs to
+    /// the tunnels of the old one until the rekey completes.
+    spi_alias: HashMap<u32, u32>,
     next_activity_poll: Option<Instant>,
     activity_every: Duration,
     /// Counters.
@@ -137,6 +140,7 @@ impl Control {
                 backend: crate::crypto::Backend::default(),
             },
             sa_packets: HashMap::new(),
+            spi_alias: HashMap::new(),
             next_activity_poll: None,
             activity_every: Duration::from_secs(10),
             stats: ControlStats::default(),
@@ -236,7 +240,11 @@ impl Control {
     pub fn on_packet(&mut self, now: Instant, msg: ControlMsg) {
         let peer = l2tp::PeerKey {
             addr: SocketAddrV4::new(msg.peer.addr, msg.peer.port),
-            spi: msg.peer.spi,
+            spi: self
+                .spi_alias
+                .get(&msg.peer.spi)
+                .copied()
+                .unwrap_or(msg.peer.spi),
         };
         match msg.kind {
             ControlKind::L2tpControl => {

@@ -184,6 +184,33 @@ impl SessionTable {
         }
     }
 
+    /// A rekey is under way: sessions bound to inbound SA `old` also accept `new` from
+    /// now on (the peer may send on the new SA before our side confirms the exchange),
+    /// while they keep sending on the old pair until [`SessionTable::rebind`]. Returns
+    /// how many sessions accept it.
+    pub fn accept_also(&mut self, old: u32, new: u32) -> usize {
+        if old == new {
+            return 0;
+        }
+        let idxs = self.by_spi.get(&old).cloned().unwrap_or_default();
+        let mut n = 0;
+        for idx in idxs {
+            let Some(s) = self.slots.get_mut(idx as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if s.inbound_spi != Some(old) {
+                continue;
+            }
+            let dropped = s.prev_inbound_spi.replace(new);
+            n += 1;
+            if let Some(d) = dropped.filter(|&d| d != old && d != new) {
+                self.unindex_spi(d, idx);
+            }
+            self.index_spi(new, idx);
+        }
+        n
+    }
+
     /// Phase 2 rekey: every session bound to inbound SA `old` is bound to `new`, still
     /// accepts `old` (as [`Session::prev_inbound_spi`]) until [`SessionTable::forget_spi`]
     /// is called for it, and sends on `outbound` (the new pair's outbound SA) from now
@@ -493,6 +520,28 @@ mod tests {
         // Removing a session unindexes it.
         t.remove(2, 1).unwrap();
         assert!(t.accepting(0x2000).is_empty());
+    }
+
+    #[test]
+    fn accept_also_then_rebind() {
+        let mut t = SessionTable::new();
+        let idx = t.insert(session(1, 1, [10, 0, 0, 10])).expect("insert");
+        assert_eq!(t.accept_also(0x1000, 0x2000), 1);
+        let s = t.get(idx).expect("session");
+        assert!(s.accepts_spi(0x1000) && s.accepts_spi(0x2000));
+        assert_eq!(s.inbound_spi, Some(0x1000), "still sends on the old pair");
+        assert_eq!(t.rebind(0x1000, 0x2000, Some(OutboundId(7))), 1);
+        let s = t.get(idx).expect("session");
+        assert_eq!(s.inbound_spi, Some(0x2000));
+        assert!(s.accepts_spi(0x1000));
+        assert_eq!(t.accepting(0x2000), &[idx]);
+        t.forget_spi(0x1000);
+        assert!(!t.get(idx).expect("session").accepts_spi(0x1000));
+        // An exchange that never completes: the candidate is forgotten.
+        assert_eq!(t.accept_also(0x2000, 0x3000), 1);
+        t.forget_spi(0x3000);
+        let s = t.get(idx).expect("session");
+        assert!(!s.accepts_spi(0x3000) && s.accepts_spi(0x2000));
     }
 
     #[test]

@@ -92,6 +92,15 @@ pub enum WorkerCmd {
         /// Our SPI of the new SA.
         new_inbound_spi: u32,
     },
+    /// A Phase 2 rekey is being negotiated: sessions bound to `old_inbound_spi` also
+    /// accept packets on `new_inbound_spi` (installed already) before the exchange is
+    /// confirmed and [`WorkerCmd::RebindSessions`] switches their outbound SA.
+    AcceptSpi {
+        /// Our SPI of the SA being replaced.
+        old_inbound_spi: u32,
+        /// Our SPI of the new SA.
+        new_inbound_spi: u32,
+    },
     /// Sends one IKE message as a UDP datagram `local:local_port → peer:peer_port`,
     /// behind the 4-octet non-ESP marker (RFC 3948 §2.2) when `local_port` is 4500.
     SendIke {
@@ -503,6 +512,19 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
                     new_inbound_spi,
                 } => match self.sa_pairs.get(&new_inbound_spi).copied() {
                     Some(oid) => {
+                        // Tunnel mode: the new SA starts from what the old one learned
+                        // (or was given), for traffic sent before the peer uses it.
+                        let learned = self
+                            .shard
+                            .inbound
+                            .get(old_inbound_spi)
+                            .and_then(Sa::tunnel_addrs);
+                        if let Some(sa) = self.shard.inbound.get_mut(new_inbound_spi)
+                            && sa.tunnel_addrs().is_none()
+                            && let Some(a) = learned
+                        {
+                            sa.learn_tunnel_addrs(a);
+                        }
                         let n =
                             self.shard
                                 .sessions
@@ -524,6 +546,22 @@ impl<O: Outside, I: Inside<O::Frame>> Worker<O, I> {
                         );
                     }
                 },
+                WorkerCmd::AcceptSpi {
+                    old_inbound_spi,
+                    new_inbound_spi,
+                } => {
+                    let n = self
+                        .shard
+                        .sessions
+                        .accept_also(old_inbound_spi, new_inbound_spi);
+                    tracing::debug!(
+                        worker = self.cfg.id,
+                        old = format_args!("{old_inbound_spi:#010x}"),
+                        new = format_args!("{new_inbound_spi:#010x}"),
+                        sessions = n,
+                        "sessions accept the rekeyed SA"
+                    );
+                }
                 WorkerCmd::SendIke {
                     peer,
                     peer_port,
@@ -992,6 +1030,72 @@ mod tests {
         assert_eq!(rig.w.shard.stats.cmd_errors, 2);
         let s = rig.w.shard.sessions.get(idx).unwrap();
         assert_eq!(s.inbound_spi, Some(new));
+    }
+
+    /// Tunnel mode across a rekey: the new inbound SA starts with the inner addresses
+    /// the old one learned, so data and SendL2tp under the new pair reach the client's
+    /// own address behind its NAT before it has sent anything on the new SA.
+    #[test]
+    fn tunnel_mode_rekey_keeps_the_inner_address() {
+        use crate::esp::sa::Mode;
+        let client_inner = Ipv4Addr::new(192, 168, 0, 33);
+        let mut rig = Rig::new();
+        let mut spis = SpiAllocators::new(SpiLayout::DEFAULT, 1).unwrap();
+        let mut pair = |seed: u8| {
+            let gw = GatewaySide::with_mode(&params(), seed, Mode::Tunnel).unwrap();
+            let spi = spis.allocate(0).unwrap();
+            let cmd = WorkerCmd::InstallSaPair {
+                inbound: Box::new(gw.inbound.with_spi(spi)),
+                outbound: Box::new(gw.outbound),
+            };
+            let mut s = gw.session;
+            s.inbound_spi = Some(spi);
+            (spi, cmd, s)
+        };
+        let (old, cmd, session) = pair(1);
+        let (new, cmd2, _) = pair(2);
+        rig.run([cmd, WorkerCmd::InstallSession(Box::new(session))]);
+        let mut c_old = SimPeer::tunnel_client(params(), old, 1, client_inner).unwrap();
+        assert_eq!(
+            rig.decap(vec![from(&mut c_old)])[0].verdict,
+            Verdict::Forward
+        );
+        rig.run([
+            cmd2,
+            WorkerCmd::RebindSessions {
+                old_inbound_spi: old,
+                new_inbound_spi: new,
+            },
+        ]);
+        let mut c_new = SimPeer::tunnel_client(params(), new, 2, client_inner).unwrap();
+
+        let mut f = vec![0u8; frame_len(64)];
+        let r = write_inner_udp(&mut f, FRAME_HEADROOM, INSIDE, params().inner, 64);
+        let mut batch = vec![Pkt::new(f, r.start, r.end)];
+        rig.w.shard.encap_batch(&mut batch);
+        let (s0, e0) = (batch[0].start, batch[0].end);
+        assert!(c_new.open(&mut batch[0].buf, s0..e0).is_some());
+
+        // An L2TP data packet (PPP/IPv4) from the control thread, under the new pair.
+        let mut l2 = vec![0x00, 0x02, 0x01, 0x2c, 0x01, 0x90, 0xff, 0x03, 0x00, 0x21];
+        let mut ip = vec![0u8; 40];
+        write_inner_udp(&mut ip, 0, INSIDE, params().inner, 40);
+        l2.extend_from_slice(&ip);
+        let mut out = rig.run([WorkerCmd::SendL2tp {
+            peer: PeerKey {
+                addr: params().client,
+                port: params().client_port,
+                spi: new,
+            },
+            local: GW,
+            packet: l2,
+        }]);
+        assert_eq!(out.len(), 1);
+        let (s0, e0) = (out[0].start, out[0].end);
+        let inner = c_new
+            .open(&mut out[0].buf, s0..e0)
+            .expect("tunnel mode, client's address");
+        assert_eq!(&out[0].buf[inner], &ip[..]);
     }
 
     /// SendIke: one UDP datagram from our port to the peer's, with the non-ESP marker

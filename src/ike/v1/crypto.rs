@@ -16,7 +16,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use aes::cipher::{Block, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
-use aws_lc_rs::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey};
+use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::{digest, hmac};
 use crypto_bigint::modular::{MontyForm, MontyParams};
@@ -407,7 +407,7 @@ impl DhGroup {
             }
             DhGroup::Ecp256 | DhGroup::Ecp384 | DhGroup::Curve25519 => {
                 let alg = self.ecdh_alg().ok_or(CryptoError::Backend)?;
-                let key = EphemeralPrivateKey::generate(alg, &rng).map_err(|_| CryptoError::Rng)?;
+                let key = PrivateKey::generate(alg).map_err(|_| CryptoError::Rng)?;
                 let public = key.compute_public_key().map_err(|_| CryptoError::Backend)?;
                 let public = match self {
                     // Uncompressed SEC1 point 0x04 | x | y; the KE payload carries x | y.
@@ -509,7 +509,7 @@ where
 
 enum Private {
     Modp(Zeroizing<U256>),
-    Ecdh(EphemeralPrivateKey),
+    Ecdh(PrivateKey),
 }
 
 /// A Diffie-Hellman private value with its public value. The private value is wiped
@@ -546,14 +546,21 @@ impl DhSecret {
     /// MODP 1 < y < p-1, ECP point on the curve, X25519 not of small order (an all-zero
     /// result is refused by aws-lc).
     pub fn agree(self, peer_public: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        self.agree_ref(peer_public)
+    }
+
+    /// [`DhSecret::agree`] without consuming the private value: a responder may use
+    /// one private value for several exchanges within a short window (RFC 7296 §2.12
+    /// allows it; the responder bounds the reuse in time and count).
+    pub fn agree_ref(&self, peer_public: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let group = self.group;
         if peer_public.len() != group.public_len() {
             return Err(group.invalid());
         }
-        match self.private {
+        match &self.private {
             Private::Modp(x) => match group {
-                DhGroup::Modp1024 => modp_agree(modp1024(), &x, peer_public, group),
-                _ => modp_agree(modp2048(), &x, peer_public, group),
+                DhGroup::Modp1024 => modp_agree(modp1024(), x, peer_public, group),
+                _ => modp_agree(modp2048(), x, peer_public, group),
             },
             Private::Ecdh(key) => {
                 let alg = group.ecdh_alg().ok_or(CryptoError::Backend)?;
@@ -563,7 +570,7 @@ impl DhSecret {
                 }
                 encoded.extend_from_slice(peer_public);
                 let peer = UnparsedPublicKey::new(alg, &encoded[..]);
-                agreement::agree_ephemeral(key, peer, group.invalid(), |secret| {
+                agreement::agree(key, peer, group.invalid(), |secret| {
                     Ok(Zeroizing::new(secret.to_vec()))
                 })
             }

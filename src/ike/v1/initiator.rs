@@ -78,6 +78,8 @@ pub struct Client {
     gateway: SocketAddrV4,
     child: Option<ChildSa>,
     our_spi: u32,
+    /// A Quick Mode the gateway started (its rekey), waiting for QM3.
+    answering: Option<(u32, quick_mode::Qm2Sent, ChildSa)>,
 }
 
 fn transport_ids(local: SocketAddrV4, gateway: SocketAddrV4) -> (Identification, Identification) {
@@ -107,6 +109,7 @@ impl Client {
                 state: State::Mm1(s),
                 child: None,
                 our_spi,
+                answering: None,
             },
             out,
         ))
@@ -227,12 +230,42 @@ impl Client {
                 self.state = State::Up(p1);
                 Ok(reply.map(|r| self.out(r)))
             }
+            State::Up(p1) if h.exchange == exchange::QUICK && h.flags & flags::ENCRYPTION != 0 => {
+                let reply = self.answer_quick_mode(&p1, &h, data, &algs);
+                self.state = State::Up(p1);
+                reply
+            }
             s @ State::Up(_) => {
                 self.state = s;
                 Ok(None)
             }
             _ => Err(ClientError::Unexpected),
         }
+    }
+
+    /// The gateway rekeys: QM1 gets QM2 (under a new inbound SPI of ours), QM3 makes
+    /// the new pair current.
+    fn answer_quick_mode(
+        &mut self,
+        p1: &Phase1Done,
+        h: &Header,
+        data: &[u8],
+        algs: &Algorithms,
+    ) -> Result<Option<Outgoing>, ClientError> {
+        if let Some((mid, wait, _)) = &self.answering
+            && *mid == h.message_id
+        {
+            wait.on_qm3(p1, data)?;
+            if let Some((_, _, child)) = self.answering.take() {
+                self.our_spi = child.inbound_spi;
+                self.child = Some(child);
+            }
+            return Ok(None);
+        }
+        let spi = self.our_spi.wrapping_add(1).max(256);
+        let (wait, child, qm2) = quick_mode::on_qm1(p1, data, h.message_id, algs, spi)?;
+        self.answering = Some((h.message_id, wait, child));
+        Ok(Some(self.out(qm2)))
     }
 
     /// Starts a Quick Mode rekey of the SA pair (same selectors) with a new inbound

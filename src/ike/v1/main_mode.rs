@@ -210,22 +210,22 @@ pub struct Mm4Sent {
 }
 
 impl Mm2Sent {
-    /// Responder: MM3 → MM4. This is where the Diffie-Hellman work happens.
+    /// Responder: MM3 → MM4. This is where the Diffie-Hellman work happens; `secret`
+    /// is our private value of the chosen group (the caller may reuse one briefly).
     pub fn on_mm3(
         self,
         chain: &Chain<'_>,
         local: SocketAddrV4,
         peer: SocketAddrV4,
+        secret: &DhSecret,
     ) -> Result<(Mm4Sent, Vec<u8>), MmError> {
+        if secret.group() != self.choice.group {
+            return Err(MmError::Crypto("DH group mismatch".into()));
+        }
         let gxi = ke(chain, self.choice.group)?;
         let ni = nonce(chain)?;
-        let secret = self
-            .choice
-            .group
-            .generate()
-            .map_err(|e| MmError::Crypto(e.to_string()))?;
         let gxr = secret.public().to_vec();
-        let gxy = secret.agree(&gxi).map_err(|_| MmError::BadKe)?;
+        let gxy = secret.agree_ref(&gxi).map_err(|_| MmError::BadKe)?;
         let nr = rand_bytes::<32>()?.to_vec();
         let hash = self.choice.hash;
         let mut b = ChainBuilder::new();

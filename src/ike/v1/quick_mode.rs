@@ -87,6 +87,13 @@ impl ChildSa {
             .then(|| Ipv4Addr::new(ts.data[0], ts.data[1], ts.data[2], ts.data[3]))
     }
 
+    /// Our inner address for tunnel mode (our single-address selector).
+    pub fn local_inner(&self) -> Option<Ipv4Addr> {
+        let ts = self.local_ts.as_ref()?;
+        (ts.id_type == crate::wire::isakmp::id_type::IPV4_ADDR && ts.data.len() == 4)
+            .then(|| Ipv4Addr::new(ts.data[0], ts.data[1], ts.data[2], ts.data[3]))
+    }
+
     /// Same selectors as `other` (a rekey of it).
     pub fn same_selectors(&self, other: &ChildSa) -> bool {
         self.local_ts == other.local_ts && self.peer_ts == other.peer_ts && self.mode == other.mode

@@ -13,6 +13,10 @@
 //! new Main Mode from the same peer adopts the children of the one it replaces.
 
 use std::cmp::Reverse;
+mod phase2;
+mod rekey;
+mod timers;
+
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -23,11 +27,11 @@ use zeroize::Zeroizing;
 
 use crate::wire::isakmp::{Header, exchange, flags, notify};
 
-use super::informational::{self, Info};
+use super::crypto::{DhGroup, DhSecret};
 use super::main_mode::{self, Mm2Sent, Mm4Sent, MmError, Phase1Done, PskCandidate};
 use super::message::Chain;
 use super::proposal::Algorithms;
-use super::quick_mode::{self, ChildSa, Qm2Sent, QmError};
+use super::quick_mode::{ChildSa, Qm2Sent};
 
 /// A pre-shared key bound to a peer address or identity.
 pub struct PeerPsk {
@@ -109,6 +113,9 @@ pub struct Install {
     pub local: SocketAddrV4,
     /// Keys, SPIs, transform, mode.
     pub child: ChildSa,
+    /// Our SPI of the pair this one is negotiated to replace (a rekey): sessions over
+    /// it may accept the new pair's packets at once.
+    pub rekeys: Option<u32>,
 }
 
 /// What the control thread must do.
@@ -207,6 +214,7 @@ struct IkeSa {
     last_heard: Instant,
     dpd: Dpd,
     pending_qm: HashMap<u32, (Qm2Sent, u32)>,
+    initiated: HashMap<u32, rekey::Initiated>,
     done_mids: VecDeque<u32>,
     responses: VecDeque<(u64, Vec<u8>)>,
 }
@@ -218,6 +226,7 @@ struct Child {
     peer_id: Vec<u8>,
     outbound_spi: u32,
     selectors: (Option<Vec<u8>>, Option<Vec<u8>>, bool),
+    offer: rekey::Reoffer,
     active: bool,
     replaced_by: Option<u32>,
     expires: Instant,
@@ -225,11 +234,34 @@ struct Child {
 
 type Cookies = ([u8; 8], [u8; 8]);
 
+/// How long one DH private value may serve new exchanges.
+const DH_REUSE: Duration = Duration::from_secs(10);
+/// How many exchanges one DH private value may serve.
+const DH_REUSE_COUNT: u32 = 1000;
+
+/// A peer as IKEv1 knows it: its endpoint (distinct per client behind one NAT) and
+/// the identity it authenticated with.
+type PeerRef = (SocketAddrV4, Vec<u8>);
+
+/// What we hold for one peer: an index so that nothing scans every SA.
+#[derive(Default)]
+struct PeerSet {
+    ikes: Vec<Cookies>,
+    children: Vec<u32>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Half(Cookies),
     Ike(Cookies),
     Child(u32),
+    /// Start a Quick Mode rekey of this pair (our side).
+    Rekey(u32),
+    /// Resend our QM1 of this exchange if unanswered.
+    QmResend(Cookies, u32),
+    /// Switch the sessions to this pair (a rekey we started, once the peer had time
+    /// to take QM3).
+    Activate(u32),
 }
 
 /// The IKEv1 responder.
@@ -240,11 +272,13 @@ pub struct Responder {
     half_per_addr: HashMap<Ipv4Addr, usize>,
     ikes: HashMap<Cookies, IkeSa>,
     children: HashMap<u32, Child>,
+    peers: HashMap<PeerRef, PeerSet>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     actions: VecDeque<Action>,
     spis: Box<dyn SpiSource + Send>,
     tokens: f64,
     refilled: Option<Instant>,
+    dh: HashMap<DhGroup, (DhSecret, Instant, u32)>,
     /// Counters.
     pub stats: IkeStats,
 }
@@ -273,11 +307,13 @@ impl Responder {
             half_per_addr: HashMap::new(),
             ikes: HashMap::new(),
             children: HashMap::new(),
+            peers: HashMap::new(),
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
             spis,
             tokens,
             refilled: None,
+            dh: HashMap::new(),
             stats: IkeStats::default(),
         }
     }
@@ -430,7 +466,13 @@ impl Responder {
                     self.stats.dh_limited += 1;
                     return;
                 }
-                match s.on_mm3(&chain, d.local, d.peer) {
+                let group = s.choice.group;
+                let Some(secret) = self.dh_secret(group, now) else {
+                    self.restore(cookies, HalfState::Mm2(s));
+                    self.stats.dropped += 1;
+                    return;
+                };
+                match s.on_mm3(&chain, d.local, d.peer, secret) {
                     Ok((next, mm4)) => {
                         if let Some(half) = self.half.get_mut(&cookies) {
                             half.state = HalfState::Mm4(Box::new(next));
@@ -490,6 +532,26 @@ impl Responder {
                 self.stats.dropped += 1;
             }
         }
+    }
+
+    /// Our DH private value for `group`: one is reused for at most [`DH_REUSE`] and
+    /// [`DH_REUSE_COUNT`] exchanges, which halves the MODP cost under load and changes
+    /// nothing for a lone client (RFC 7296 §2.12 discusses the trade-off).
+    fn dh_secret(&mut self, group: DhGroup, now: Instant) -> Option<&DhSecret> {
+        let fresh = match self.dh.get_mut(&group) {
+            Some((_, born, uses))
+                if now.saturating_duration_since(*born) < DH_REUSE && *uses < DH_REUSE_COUNT =>
+            {
+                *uses += 1;
+                false
+            }
+            _ => true,
+        };
+        if fresh {
+            let s = group.generate().ok()?;
+            self.dh.insert(group, (s, now, 1));
+        }
+        self.dh.get(&group).map(|(s, _, _)| s)
     }
 
     fn restore(&mut self, cookies: Cookies, state: HalfState) {
@@ -587,11 +649,10 @@ impl Responder {
             // The peer has no state: whatever we hold for it (same endpoint and ID)
             // is stale.
             let stale: Vec<Cookies> = self
-                .ikes
-                .iter()
-                .filter(|(_, i)| i.peer == d.peer && i.p1.peer_id.data == peer_id)
-                .map(|(c, _)| *c)
-                .collect();
+                .peers
+                .get(&(d.peer, peer_id.clone()))
+                .map(|p| p.ikes.clone())
+                .unwrap_or_default();
             for c in stale {
                 self.remove_ike(c, true, "initial contact");
             }
@@ -618,445 +679,27 @@ impl Responder {
                 last_asked: now,
             },
             pending_qm: HashMap::new(),
+            initiated: HashMap::new(),
             done_mids: VecDeque::new(),
             responses: VecDeque::new(),
         };
         remember(&mut ike.responses, req, &mm6);
         self.send(worker, d.peer, d.local, mm6);
         self.ikes.insert(cookies, ike);
+        let set = self.peers.entry((d.peer, peer_id.clone())).or_default();
+        set.ikes.push(cookies);
         self.timers.push(Reverse((expires, Timer::Ike(cookies))));
         if let Some(i) = self.cfg.dpd_interval {
             self.timers.push(Reverse((now + i, Timer::Ike(cookies))));
         }
         // Children of an older SA with this peer now answer to the newest one.
-        let peer = d.peer;
-        for c in self.children.values_mut() {
-            if c.peer == peer && c.peer_id == peer_id {
-                c.ike = cookies;
+        if let Some(set) = self.peers.get(&(d.peer, peer_id)) {
+            for s in &set.children {
+                if let Some(c) = self.children.get_mut(s) {
+                    c.ike = cookies;
+                }
             }
         }
         self.stats.ike_established += 1;
-    }
-
-    fn quick_mode(&mut self, now: Instant, h: &Header, d: Datagram<'_>) {
-        let cookies = (h.initiator_cookie, h.responder_cookie);
-        let req = digest(d.data);
-        let Some(ike) = self.ikes.get_mut(&cookies) else {
-            self.stats.dropped += 1;
-            return;
-        };
-        if h.message_id == 0 || h.flags & flags::ENCRYPTION == 0 {
-            self.stats.dropped += 1;
-            return;
-        }
-        if let Some((_, r)) = ike.responses.iter().find(|(q, _)| *q == req) {
-            let (w, p, l, r) = (ike.worker, ike.peer, ike.local, r.clone());
-            self.stats.retransmits += 1;
-            self.send(w, p, l, r);
-            return;
-        }
-        let mid = h.message_id;
-        if let Some((qm, spi)) = ike.pending_qm.get(&mid) {
-            let spi = *spi;
-            if qm.on_qm3(&ike.p1, d.data).is_err() {
-                self.stats.dropped += 1;
-                return;
-            }
-            ike.pending_qm.remove(&mid);
-            ike.last_heard = now;
-            self.activate(spi);
-            self.stats.qm_done += 1;
-            return;
-        }
-        if ike.done_mids.contains(&mid) {
-            self.stats.dropped += 1;
-            return;
-        }
-        let worker = d.worker;
-        let Some(spi) = self.spis.allocate(worker) else {
-            tracing::warn!("IKE: no inbound SPI left on worker {worker}");
-            self.stats.dropped += 1;
-            return;
-        };
-        let Some(ike) = self.ikes.get_mut(&cookies) else {
-            return;
-        };
-        match quick_mode::on_qm1(&ike.p1, d.data, mid, &self.cfg.algs, spi) {
-            Ok((wait, child, qm2)) => {
-                ike.last_heard = now;
-                ike.pending_qm.insert(mid, (wait, spi));
-                if ike.done_mids.len() >= 32 {
-                    ike.done_mids.pop_front();
-                }
-                ike.done_mids.push_back(mid);
-                remember(&mut ike.responses, req, &qm2);
-                let (peer, local, ike_worker) = (ike.peer, ike.local, ike.worker);
-                let peer_id = ike.p1.peer_id.data.clone();
-                self.send(ike_worker, peer, local, qm2);
-                let expires = now + child.lifetime;
-                tracing::info!(
-                    peer = %peer,
-                    spi_in = format_args!("{:08x}", child.inbound_spi),
-                    spi_out = format_args!("{:08x}", child.outbound_spi),
-                    transform = child.transform.name(),
-                    udp = child.udp,
-                    lifetime_s = child.lifetime.as_secs(),
-                    "IPsec SA negotiated"
-                );
-                self.children.insert(
-                    spi,
-                    Child {
-                        worker,
-                        ike: cookies,
-                        peer,
-                        peer_id,
-                        outbound_spi: child.outbound_spi,
-                        selectors: (
-                            child.local_ts.as_ref().map(|t| t.emit()),
-                            child.peer_ts.as_ref().map(|t| t.emit()),
-                            child.mode == crate::esp::sa::Mode::Tunnel,
-                        ),
-                        active: false,
-                        replaced_by: None,
-                        expires,
-                    },
-                );
-                self.timers.push(Reverse((
-                    now + self.cfg.exchange_timeout,
-                    Timer::Child(spi),
-                )));
-                self.timers.push(Reverse((expires, Timer::Child(spi))));
-                self.actions.push_back(Action::Install(Box::new(Install {
-                    worker,
-                    peer,
-                    local,
-                    child,
-                })));
-            }
-            Err(e) => {
-                self.spis.release(spi);
-                match e {
-                    QmError::NoProposal(offered) => {
-                        tracing::warn!(peer = %d.peer, "IPsec: no acceptable proposal; offered {offered}");
-                        self.stats.no_proposal += 1;
-                        let n = crate::wire::isakmp::Notification {
-                            doi: super::proposal::DOI_IPSEC,
-                            protocol: super::proposal::PROTO_ESP,
-                            spi: Vec::new(),
-                            message_type: notify::NO_PROPOSAL_CHOSEN,
-                            data: Vec::new(),
-                        };
-                        if let Ok(m) = informational::build(
-                            &ike.p1,
-                            &[(crate::wire::isakmp::payload::N, n.emit())],
-                        ) {
-                            let (w, p, l) = (ike.worker, ike.peer, ike.local);
-                            self.send(w, p, l, m);
-                        }
-                    }
-                    e => {
-                        tracing::debug!(peer = %d.peer, "QM1 dropped: {e}");
-                        self.stats.dropped += 1;
-                    }
-                }
-            }
-        }
-    }
-
-    fn activate(&mut self, spi: u32) {
-        let Some(c) = self.children.get(&spi) else {
-            return;
-        };
-        let (peer, peer_id, sel, worker) =
-            (c.peer, c.peer_id.clone(), c.selectors.clone(), c.worker);
-        let old = self
-            .children
-            .iter()
-            .filter(|(s, o)| {
-                **s != spi
-                    && o.active
-                    && o.replaced_by.is_none()
-                    && o.peer == peer
-                    && o.peer_id == peer_id
-                    && o.selectors == sel
-            })
-            .map(|(s, _)| *s)
-            .max_by_key(|s| self.children.get(s).map(|c| c.expires));
-        if let Some(o) = old
-            && let Some(oc) = self.children.get_mut(&o)
-        {
-            oc.replaced_by = Some(spi);
-        }
-        if let Some(c) = self.children.get_mut(&spi) {
-            c.active = true;
-        }
-        self.actions.push_back(Action::Activate {
-            worker,
-            inbound_spi: spi,
-            replaces: old,
-        });
-    }
-
-    fn informational(&mut self, now: Instant, h: &Header, d: Datagram<'_>) {
-        let cookies = (h.initiator_cookie, h.responder_cookie);
-        let Some(ike) = self.ikes.get_mut(&cookies) else {
-            // Plain notifications during Main Mode (e.g. the peer's own
-            // NO-PROPOSAL-CHOSEN) end the half-open exchange.
-            if h.flags & flags::ENCRYPTION == 0 && self.half.contains_key(&cookies) {
-                self.drop_half(cookies);
-            }
-            self.stats.dropped += 1;
-            return;
-        };
-        if h.flags & flags::ENCRYPTION == 0 || h.message_id == 0 {
-            self.stats.dropped += 1;
-            return;
-        }
-        let items = match informational::open(&ike.p1, d.data, h.message_id) {
-            Ok(i) => i,
-            Err(_) => {
-                self.stats.dropped += 1;
-                return;
-            }
-        };
-        ike.last_heard = now;
-        ike.dpd.asked_since = None;
-        for item in items {
-            match item {
-                Info::RUThere(seq) => {
-                    if let Some(ike) = self.ikes.get(&cookies)
-                        && let Ok(m) = informational::dpd(&ike.p1, true, seq)
-                    {
-                        let (w, p, l) = (ike.worker, ike.peer, ike.local);
-                        self.send(w, p, l, m);
-                    }
-                }
-                Info::RUThereAck(_) => {}
-                Info::DeleteIke => {
-                    tracing::info!(peer = %d.peer, "IKE SA deleted by peer");
-                    self.remove_ike(cookies, false, "deleted by peer");
-                }
-                Info::DeleteEsp(spis) => {
-                    for s in spis {
-                        let found = self
-                            .children
-                            .iter()
-                            .find(|(i, c)| (c.outbound_spi == s || **i == s) && c.peer == d.peer)
-                            .map(|(i, _)| *i);
-                        if let Some(i) = found {
-                            self.remove_child(i, "deleted by peer");
-                        }
-                    }
-                }
-                Info::InitialContact | Info::Other(_) => {}
-            }
-        }
-    }
-
-    /// Removes an SA pair and says so to the data plane.
-    fn remove_child(&mut self, spi: u32, reason: &'static str) {
-        let Some(c) = self.children.remove(&spi) else {
-            return;
-        };
-        // A successor is the newest active pair with the same selectors.
-        let mut successor = c.replaced_by.filter(|s| self.children.contains_key(s));
-        if successor.is_none() && c.active {
-            successor = self
-                .children
-                .iter()
-                .filter(|(_, o)| {
-                    o.active
-                        && o.peer == c.peer
-                        && o.peer_id == c.peer_id
-                        && o.selectors == c.selectors
-                })
-                .map(|(s, _)| *s)
-                .next();
-        }
-        for o in self.children.values_mut() {
-            if o.replaced_by == Some(spi) {
-                o.replaced_by = successor;
-            }
-        }
-        tracing::info!(
-            spi_in = format_args!("{spi:08x}"),
-            reason,
-            "IPsec SA removed"
-        );
-        self.stats.children_removed += 1;
-        self.actions.push_back(Action::Remove {
-            worker: c.worker,
-            inbound_spi: spi,
-            successor: if c.active { successor } else { None },
-            reason,
-        });
-        self.spis.release(spi);
-    }
-
-    /// Removes an ISAKMP SA. Its children move to another SA with the same peer when
-    /// there is one (IKEv1 deletes do not cascade, RFC 2408 §4.8), unless `with_children`.
-    fn remove_ike(&mut self, cookies: Cookies, with_children: bool, reason: &'static str) {
-        let Some(ike) = self.ikes.remove(&cookies) else {
-            return;
-        };
-        for (_, spi) in ike.pending_qm.values() {
-            if let Some(c) = self.children.get_mut(spi) {
-                c.active = false;
-            }
-        }
-        let mine: Vec<u32> = self
-            .children
-            .iter()
-            .filter(|(_, c)| c.ike == cookies)
-            .map(|(s, _)| *s)
-            .collect();
-        let heir = self
-            .ikes
-            .iter()
-            .filter(|(_, i)| i.peer == ike.peer && i.p1.peer_id == ike.p1.peer_id)
-            .map(|(c, _)| *c)
-            .next();
-        for s in mine {
-            match (with_children, heir) {
-                (false, Some(h)) => {
-                    if let Some(c) = self.children.get_mut(&s) {
-                        c.ike = h;
-                    }
-                }
-                (false, None) if !ike.pending_qm.values().any(|(_, p)| *p == s) => {}
-                _ => self.remove_child(s, reason),
-            }
-        }
-    }
-
-    /// Runs due timers: half-open expiry, lifetimes, DPD.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((t, timer))) = self.timers.peek().copied() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
-            match timer {
-                Timer::Half(c) => {
-                    if self.half.get(&c).is_some_and(|h| h.expires <= now) {
-                        self.drop_half(c);
-                    }
-                }
-                Timer::Child(spi) => self.child_timer(now, spi),
-                Timer::Ike(c) => self.ike_timer(now, c),
-            }
-        }
-    }
-
-    fn child_timer(&mut self, now: Instant, spi: u32) {
-        let Some(c) = self.children.get(&spi) else {
-            return;
-        };
-        if !c.active {
-            // QM3 never came within the exchange timeout (or the lifetime).
-            if let Some(ike) = self.ikes.get_mut(&c.ike) {
-                ike.pending_qm.retain(|_, (_, s)| *s != spi);
-            }
-            self.remove_child(spi, "quick mode not completed");
-        } else if c.expires <= now {
-            self.remove_child(spi, "lifetime expired");
-        }
-    }
-
-    fn ike_timer(&mut self, now: Instant, cookies: Cookies) {
-        let Some(ike) = self.ikes.get_mut(&cookies) else {
-            return;
-        };
-        if ike.expires <= now {
-            tracing::info!(peer = %ike.peer, "IKE SA expired");
-            if let Ok(m) = informational::delete_ike(&ike.p1) {
-                let (w, p, l) = (ike.worker, ike.peer, ike.local);
-                self.send(w, p, l, m);
-            }
-            self.remove_ike(cookies, false, "ike expired");
-            return;
-        }
-        let Some(interval) = self.cfg.dpd_interval else {
-            return;
-        };
-        if !ike.p1.peer_dpd {
-            return;
-        }
-        let idle = now.saturating_duration_since(ike.last_heard);
-        let mut next = ike.last_heard + interval;
-        if idle >= interval {
-            let since = *ike.dpd.asked_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= interval * 2 {
-                let peer = ike.peer;
-                tracing::warn!(peer = %peer, "peer dead (DPD): removing its SAs");
-                self.stats.dpd_dead += 1;
-                let all: Vec<Cookies> = self
-                    .ikes
-                    .iter()
-                    .filter(|(_, i)| i.peer == peer)
-                    .map(|(c, _)| *c)
-                    .collect();
-                for c in all {
-                    self.remove_ike(c, true, "peer dead (DPD)");
-                }
-                let orphans: Vec<u32> = self
-                    .children
-                    .iter()
-                    .filter(|(_, c)| c.peer == peer)
-                    .map(|(s, _)| *s)
-                    .collect();
-                for s in orphans {
-                    self.remove_child(s, "peer dead (DPD)");
-                }
-                return;
-            }
-            if ike.dpd.last_asked + interval / 2 <= now || ike.dpd.last_asked < since {
-                ike.dpd.seq = ike.dpd.seq.wrapping_add(1);
-                ike.dpd.last_asked = now;
-                if let Ok(m) = informational::dpd(&ike.p1, false, ike.dpd.seq) {
-                    let (w, p, l) = (ike.worker, ike.peer, ike.local);
-                    self.send(w, p, l, m);
-                }
-            }
-            next = now + interval / 2;
-        }
-        self.timers.push(Reverse((
-            next.max(now + Duration::from_millis(100)),
-            Timer::Ike(cookies),
-        )));
-    }
-
-    /// Deletes everything politely (shutdown): ESP deletes and the ISAKMP delete to
-    /// every peer, and a `Remove` per pair.
-    pub fn shutdown(&mut self) {
-        let all: Vec<Cookies> = self.ikes.keys().copied().collect();
-        for c in all {
-            let mut out = Vec::new();
-            if let Some(ike) = self.ikes.get(&c) {
-                let spis: Vec<u32> = self
-                    .children
-                    .iter()
-                    .filter(|(_, ch)| ch.ike == c)
-                    .map(|(s, _)| *s)
-                    .collect();
-                let (w, p, l) = (ike.worker, ike.peer, ike.local);
-                if !spis.is_empty()
-                    && let Ok(m) = informational::delete_esp(&ike.p1, &spis)
-                {
-                    out.push((w, p, l, m));
-                }
-                if let Ok(m) = informational::delete_ike(&ike.p1) {
-                    out.push((w, p, l, m));
-                }
-            }
-            for (w, p, l, m) in out {
-                self.send(w, p, l, m);
-            }
-            self.remove_ike(c, true, "gateway shutdown");
-        }
-        let rest: Vec<u32> = self.children.keys().copied().collect();
-        for s in rest {
-            self.remove_child(s, "gateway shutdown");
-        }
     }
 }

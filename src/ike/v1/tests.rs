@@ -457,3 +457,47 @@ fn garbage_never_panics() {
     }
     assert_eq!(r.ike_sas(), 0);
 }
+
+#[test]
+fn gateway_starts_the_phase2_rekey_and_switches_after_qm3() {
+    let mut net = Net::new();
+    let (mut c, mm1) = client(SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 500), 0x100);
+    net.run(&mut c, mm1, no_nat);
+    let old = net.installs[0].child.inbound_spi;
+    // At 90 % of the hour the gateway sends QM1; the client answers.
+    let t = net.now + Duration::from_secs(3240);
+    // Keep DPD quiet: the peer is alive.
+    net.r.child_activity(old, t - Duration::from_secs(1));
+    net.now = t;
+    net.r.handle_timeout(t);
+    let qm1 = net.drain();
+    assert_eq!(qm1.len(), 1, "our QM1");
+    let qm2 = c.input(&qm1[0]).expect("client").expect("qm2");
+    let qm3 = net.deliver(&qm2, no_nat);
+    assert_eq!(qm3.len(), 1, "our QM3");
+    assert_eq!(net.installs.len(), 2);
+    let new = net.installs[1].child.inbound_spi;
+    assert_eq!(
+        net.installs[1].rekeys,
+        Some(old),
+        "the peer's packets on the new pair are accepted at once"
+    );
+    assert!(c.input(&qm3[0]).expect("qm3").is_none());
+    let ours = c.child().expect("client child");
+    assert_eq!(*ours.outbound_keymat, *net.installs[1].child.inbound_keymat);
+    // Not switched yet; a second later it is.
+    assert!(
+        !net.actions
+            .iter()
+            .any(|a| matches!(a, Action::Activate { inbound_spi, .. } if *inbound_spi == new))
+    );
+    net.now = t + Duration::from_secs(2);
+    net.r.handle_timeout(net.now);
+    net.drain();
+    assert!(net.actions.iter().any(|a| matches!(a, Action::Activate { inbound_spi, replaces: Some(o), .. } if *inbound_spi == new && *o == old)));
+    assert_eq!(
+        net.r.children(),
+        2,
+        "old pair kept until deleted or expired"
+    );
+}
