@@ -22,6 +22,10 @@
 #                     and PPP negotiation, small data packets, not iperf3's full-size frames)
 #   IMG               image directory (default: build-image.sh's, built or taken from its cache)
 #   TIMEOUT=480       seconds the client guest may run before it is killed
+#   CLIENT_RUNS=2     after the client guest ended, boot it once more (results in RUNDIR/client2,
+#                     parameters CLIENT2_PARAMS, default CLIENT_PARAMS) against the same
+#                     gateway, as soon as RUNDIR/boot-client2 exists (the caller creates it;
+#                     at most CLIENT2_WAIT=120 s)
 #   NS=cvh  ACCEL=tcg  MEM=512  CPU=max
 # Exit status 0 when the client guest's test script ran to its end with status 0.
 # Results: RUNDIR/host.log, gateway.log, gateway-exit.txt, iperf3-server.log, l2tp.pcapng,
@@ -78,7 +82,7 @@ stop_gateway() {
 }
 teardown() {
   set +e
-  for f in "$RUN"/server/qemu.pid "$RUN"/client/qemu.pid; do
+  for f in "$RUN"/server/qemu.pid "$RUN"/client/qemu.pid "$RUN"/client2/qemu.pid; do
     [ -s "$f" ] && stop_pid "$(cat "$f")" 3
   done
   stop_gateway
@@ -117,12 +121,12 @@ if [ -n "${GATEWAY_CMD:-}" ]; then
   log "gateway pid $GPID: $GATEWAY_CMD"
 fi
 
-boot() { # role tap mac
-  local role=$1 tap=$2 mac=$3
-  ip netns exec "$NS" /usr/bin/time -v -o "$RUN/$role/qemu-time.txt" \
+boot() { # role tap mac [results dir name, default: role]
+  local role=$1 tap=$2 mac=$3 out=${4:-$1}
+  ip netns exec "$NS" /usr/bin/time -v -o "$RUN/$out/qemu-time.txt" \
     qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -m "$MEM" -smp 1 \
-    -display none -no-reboot -nodefaults -pidfile "$RUN/$role/qemu.pid" \
-    -serial file:"$RUN/$role/serial.log" \
+    -display none -no-reboot -nodefaults -pidfile "$RUN/$out/qemu.pid" \
+    -serial file:"$RUN/$out/serial.log" \
     -kernel "$IMG/vmlinuz" -initrd "$IMG/initrd.img" \
     -append "root=/dev/vda ro console=ttyS0 quiet loglevel=4 panic=-1 init=/sbin/cvinit cv.role=$role" \
     -drive file="$IMG/rootfs.raw",if=virtio,format=raw,snapshot=on \
@@ -131,9 +135,9 @@ boot() { # role tap mac
     -device virtio-rng-pci \
     -fsdev local,id=fs0,path="$SHARE",security_model=none,readonly=on \
     -device virtio-9p-pci,fsdev=fs0,mount_tag=cvshare \
-    -fsdev local,id=fs1,path="$RUN/$role",security_model=none \
+    -fsdev local,id=fs1,path="$RUN/$out",security_model=none \
     -device virtio-9p-pci,fsdev=fs1,mount_tag=cvout \
-    > "$RUN/$role/qemu.stderr" 2>&1 &
+    > "$RUN/$out/qemu.stderr" 2>&1 &
   echo $!
 }
 SPID=""
@@ -190,6 +194,25 @@ if kill -0 "$CPID" 2>/dev/null; then
 fi
 wait "$CPID" 2>/dev/null || true
 log "client guest finished: $(cat "$RUN/client/guest-exit.txt" 2>/dev/null || echo 'no exit status')"
+if [ "${CLIENT_RUNS:-1}" -ge 2 ] && [ "$ready" = 1 ]; then
+  n=0; while [ ! -e "$RUN/boot-client2" ] && [ $n -lt $(( ${CLIENT2_WAIT:-120} * 2 )) ]; do sleep 0.5; n=$((n+1)); done
+  if [ -e "$RUN/boot-client2" ]; then
+    mkdir -p "$RUN/client2"
+    cp "${CLIENT2_PARAMS:-${CLIENT_PARAMS:-/dev/null}}" "$RUN/client2/params.sh"
+    touch "$RUN/client2/gateway-ready"
+    C2PID=$(boot client cvtap1 52:54:00:77:00:02 client2)
+    log "booted the second client: pid $C2PID"
+    while kill -0 "$C2PID" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.5; done
+    if kill -0 "$C2PID" 2>/dev/null; then
+      log "second client guest still running at the deadline: killing it"
+      stop_pid "$(cat "$RUN/client2/qemu.pid")" 3
+    fi
+    wait "$C2PID" 2>/dev/null || true
+    log "second client guest finished: $(cat "$RUN/client2/guest-exit.txt" 2>/dev/null || echo 'no exit status')"
+  else
+    log "no $RUN/boot-client2 after ${CLIENT2_WAIT:-120}s: no second client"
+  fi
+fi
 if [ -n "$SPID" ]; then
   touch "$RUN/server/stop"
   n=0; while kill -0 "$SPID" 2>/dev/null && [ $n -lt 60 ]; do sleep 1; n=$((n+1)); done
@@ -204,7 +227,7 @@ if [ -n "$GPID" ]; then
 fi
 teardown
 trap - EXIT
-for r in client server; do
+for r in client client2 server; do
   [ -f "$RUN/$r/qemu-time.txt" ] || continue
   grep -E 'Maximum resident|Elapsed' "$RUN/$r/qemu-time.txt" | sed "s/^\s*/[$r qemu] /" | tee -a "$RUN/host.log" >&2
 done

@@ -3,6 +3,10 @@
 
 #![allow(dead_code)] // each test binary uses a subset
 
+pub mod gateway;
+pub mod l2tp_client;
+pub mod netns;
+
 use std::process::Command;
 
 /// True when the system tests must run (a skip is then a failure).

@@ -24,6 +24,12 @@ READY_TIMEOUT=120
 UP_TIMEOUT=60                # IPsec up
 PPP_TIMEOUT=60               # "c cvvpn" -> ppp0 has an address
 PLAIN_IPERF=0                # 1: iperf3 on the plain link to SERVER_IP first (baseline)
+CLIENT_IKE=                  # ike= / esp= for the client's ipsec.conf conn (empty: defaults)
+CLIENT_ESP=
+CLIENT_CONN_OPTS=            # more ipsec.conf conn lines, space-separated (e.g. lifetime=45s)
+PING_COUNT=5                 # the ping through ppp0
+PING_INTERVAL=0.5
+HOLD_SECS=0                  # stay connected this long after ping/iperf3 (e.g. to be killed)
 [ -f /out/params.sh ] && . /out/params.sh
 now() { cut -d' ' -f1 /proc/uptime; }
 since() { awk "BEGIN{printf \"%.1f\", $(now)-$1}"; }
@@ -58,11 +64,14 @@ if [ "$SKIP_IPSEC" != 1 ]; then
   sed "s/10\.77\.0\.1\b/$SERVER_IP/g" $C/$ROLE/ipsec.conf > /etc/ipsec.conf
   [ -n "${CLIENT_IKE:-}" ] && [ "$ROLE" = client ] && echo "    ike=$CLIENT_IKE" >> /etc/ipsec.conf
   [ -n "${CLIENT_ESP:-}" ] && [ "$ROLE" = client ] && echo "    esp=$CLIENT_ESP" >> /etc/ipsec.conf
+  if [ "$ROLE" = client ]; then for o in $CLIENT_CONN_OPTS; do echo "    $o" >> /etc/ipsec.conf; done; fi
   cp /etc/ipsec.conf /out/ipsec.conf.used
   t=$(now)
   ipsec start > /out/ipsec-start.txt 2>&1
-  i=0; until ipsec status >/dev/null 2>&1 || [ $i -ge 60 ]; do sleep 0.5; i=$((i+1)); done
-  log "charon started ($(since $t)s)"
+  # charon is ready when starter has loaded the conn into it (`ipsec status` alone answers
+  # before charon's pid file exists, and `ipsec up` then fails with rc 7)
+  i=0; until ipsec statusall 2>/dev/null | grep -q '^ *L2TP-PSK:' || [ $i -ge 60 ]; do sleep 0.5; i=$((i+1)); done
+  log "charon started, conn loaded ($(since $t)s)"
 else
   log "SKIP_IPSEC=1: no strongSwan; plain L2TP to $SERVER_IP:1701"
 fi
@@ -146,8 +155,10 @@ result ppp0_peer "$PEER"
 result ppp_up_seconds "$(since $t1)"
 # pppd adds a host route to the peer it was told; make sure TARGET goes through ppp0 too
 ip route replace "$TARGET/32" dev ppp0
-log "ping $TARGET through ppp0"
-ping -c 5 -i 0.5 -W 2 -I ppp0 "$TARGET" > /out/ping-ppp.txt 2>&1; cat /out/ping-ppp.txt
+log "ping $TARGET through ppp0 ($PING_COUNT x ${PING_INTERVAL}s)"
+result ping_start_clock "$(date +%T)"   # wall clock, as charon's log prints it
+ping -c "$PING_COUNT" -i "$PING_INTERVAL" -W 2 -I ppp0 "$TARGET" > /out/ping-ppp.txt 2>&1; tail -4 /out/ping-ppp.txt
+result ping_end_clock "$(date +%T)"
 result ping_loss "$(sed -n 's/.* \([0-9.]*%\) packet loss.*/\1/p' /out/ping-ppp.txt)"
 n=1
 while [ $n -le "$IPERF_RUNS" ]; do
@@ -159,6 +170,7 @@ while [ $n -le "$IPERF_RUNS" ]; do
 done
 [ "$SKIP_IPSEC" = 1 ] || ip -s xfrm state | grep -E 'proto|bytes' | head -20
 dump_state
+if [ "$HOLD_SECS" -gt 0 ]; then log "holding the session for ${HOLD_SECS}s"; sleep "$HOLD_SECS"; fi
 
 # Clean disconnect, as a user would: the call first (CDN; pppd ends), then xl2tpd, which
 # sends StopCCN for its tunnel when it gets SIGTERM.
