@@ -14,6 +14,7 @@
 
 use std::cmp::Reverse;
 mod phase2;
+mod reauth;
 mod rekey;
 mod timers;
 
@@ -234,6 +235,13 @@ struct Child {
 
 type Cookies = ([u8; 8], [u8; 8]);
 
+/// Where an ISAKMP SA runs.
+#[derive(Clone, Copy)]
+struct Endpoints {
+    peer: SocketAddrV4,
+    local: SocketAddrV4,
+}
+
 /// How long one DH private value may serve new exchanges.
 const DH_REUSE: Duration = Duration::from_secs(10);
 /// How many exchanges one DH private value may serve.
@@ -257,6 +265,10 @@ enum Timer {
     Child(u32),
     /// Start a Quick Mode rekey of this pair (our side).
     Rekey(u32),
+    /// Re-authenticate this ISAKMP SA with a new Main Mode (our side).
+    Reauth(Cookies),
+    /// Resend our last Main Mode message of a re-authentication (by our CKY-I).
+    ReauthResend([u8; 8]),
     /// Resend our QM1 of this exchange if unanswered.
     QmResend(Cookies, u32),
     /// Switch the sessions to this pair (a rekey we started, once the peer had time
@@ -279,6 +291,7 @@ pub struct Responder {
     tokens: f64,
     refilled: Option<Instant>,
     dh: HashMap<DhGroup, (DhSecret, Instant, u32)>,
+    reauth: HashMap<[u8; 8], reauth::Reauth>,
     /// Counters.
     pub stats: IkeStats,
 }
@@ -314,6 +327,7 @@ impl Responder {
             tokens,
             refilled: None,
             dh: HashMap::new(),
+            reauth: HashMap::new(),
             stats: IkeStats::default(),
         }
     }
@@ -422,6 +436,10 @@ impl Responder {
         }
         if h.responder_cookie == [0; 8] {
             self.mm1(now, h, d, req);
+            return;
+        }
+        if self.reauth.contains_key(&h.initiator_cookie) {
+            self.reauth_input(now, h, d);
             return;
         }
         // A duplicate of MM5 after we answered: resend MM6.
@@ -644,6 +662,26 @@ impl Responder {
     ) {
         let worker = self.half.get(&cookies).map_or(d.worker, |h| h.worker);
         self.drop_half(cookies);
+        self.install_ike(
+            now,
+            cookies,
+            p1,
+            (d.peer, d.local, worker),
+            Some((req, mm6)),
+        );
+    }
+
+    /// Records an established ISAKMP SA (ours as responder, or a re-authentication we
+    /// started), answers with `reply` if any, and moves the peer's children to it.
+    fn install_ike(
+        &mut self,
+        now: Instant,
+        cookies: Cookies,
+        p1: Phase1Done,
+        (peer, local, worker): (SocketAddrV4, SocketAddrV4, u16),
+        reply: Option<(u64, Vec<u8>)>,
+    ) {
+        let d = Endpoints { peer, local };
         let peer_id = p1.peer_id.data.clone();
         if p1.initial_contact {
             // The peer has no state: whatever we hold for it (same endpoint and ID)
@@ -683,9 +721,15 @@ impl Responder {
             done_mids: VecDeque::new(),
             responses: VecDeque::new(),
         };
-        remember(&mut ike.responses, req, &mm6);
-        self.send(worker, d.peer, d.local, mm6);
+        if let Some((req, mm6)) = reply {
+            remember(&mut ike.responses, req, &mm6);
+            self.send(worker, d.peer, d.local, mm6);
+        }
         self.ikes.insert(cookies, ike);
+        self.timers.push(Reverse((
+            now + expires.saturating_duration_since(now).mul_f32(0.9),
+            Timer::Reauth(cookies),
+        )));
         let set = self.peers.entry((d.peer, peer_id.clone())).or_default();
         set.ikes.push(cookies);
         self.timers.push(Reverse((expires, Timer::Ike(cookies))));

@@ -487,7 +487,12 @@ fn gateway_starts_the_phase2_rekey_and_switches_after_qm3() {
     net.r.child_activity(old, t - Duration::from_secs(1));
     net.now = t;
     net.r.handle_timeout(t);
-    let qm1 = net.drain();
+    // The ISAKMP SA is due at the same moment: keep only the Quick Mode.
+    let qm1: Vec<Vec<u8>> = net
+        .drain()
+        .into_iter()
+        .filter(|m| m.get(18) == Some(&crate::wire::isakmp::exchange::QUICK))
+        .collect();
     assert_eq!(qm1.len(), 1, "our QM1");
     let qm2 = c.input(&qm1[0]).expect("client").expect("qm2");
     let qm3 = net.deliver(&qm2, no_nat);
@@ -517,4 +522,75 @@ fn gateway_starts_the_phase2_rekey_and_switches_after_qm3() {
         2,
         "old pair kept until deleted or expired"
     );
+}
+
+#[test]
+fn gateway_reauthenticates_phase1_and_keeps_the_pairs() {
+    // The client side of the new Main Mode is played by a second responder with the
+    // same key (an IKEv1 peer answers a Main Mode whichever side first connected).
+    let mut net = Net::new();
+    let local = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 500);
+    let (mut c, mm1) = client(local, 0x100);
+    net.run(&mut c, mm1, no_nat);
+    let spi = net.installs[0].child.inbound_spi;
+    let mut peer = Responder::new(
+        ResponderConfig::new(*local.ip(), Some(Zeroizing::new(PSK.to_vec()))),
+        Box::new(Counter(0x9000)),
+    );
+    // 90 % of the hour later (the peer kept talking, so DPD stays quiet).
+    let t = net.now + Duration::from_secs(3240);
+    net.r.child_activity(spi, t - Duration::from_secs(1));
+    net.now = t;
+    net.r.handle_timeout(t);
+    // The ESP pair is due at the same moment: keep only the Main Mode.
+    let mut to_peer: Vec<Vec<u8>> = net
+        .drain()
+        .into_iter()
+        .filter(|m| m.get(18) == Some(&crate::wire::isakmp::exchange::MAIN))
+        .collect();
+    assert_eq!(to_peer.len(), 1, "our MM1");
+    for _ in 0..6 {
+        let mut to_gw = Vec::new();
+        for m in to_peer.drain(..) {
+            peer.input(
+                t,
+                Datagram {
+                    worker: 0,
+                    peer: SocketAddrV4::new(GW, 500),
+                    local,
+                    data: &m,
+                },
+            );
+            while let Some(a) = peer.poll_action() {
+                if let Action::Send { data, .. } = a {
+                    to_gw.push(data);
+                }
+            }
+        }
+        for m in to_gw {
+            net.r.input(
+                t,
+                Datagram {
+                    worker: 0,
+                    peer: local,
+                    local: SocketAddrV4::new(GW, 500),
+                    data: &m,
+                },
+            );
+            to_peer.extend(net.drain());
+        }
+    }
+    assert_eq!(peer.ike_sas(), 1, "the peer has the new SA");
+    assert_eq!(
+        net.r.ike_sas(),
+        1,
+        "the old SA is gone, the new one is ours"
+    );
+    assert_eq!(net.r.children(), 1, "the ESP pair stays");
+    assert!(
+        !net.actions
+            .iter()
+            .any(|a| matches!(a, Action::Remove { .. }))
+    );
+    assert_eq!(net.r.stats.ike_established, 2);
 }

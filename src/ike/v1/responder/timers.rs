@@ -24,6 +24,8 @@ impl Responder {
                 Timer::Child(spi) => self.child_timer(now, spi),
                 Timer::Ike(c) => self.ike_timer(now, c),
                 Timer::Rekey(spi) => self.start_rekey(now, spi),
+                Timer::Reauth(c) => self.start_reauth(now, c),
+                Timer::ReauthResend(cky) => self.resend_reauth(now, cky),
                 Timer::QmResend(c, mid) => self.resend_qm1(now, c, mid),
                 Timer::Activate(spi) => {
                     if self.children.get(&spi).is_some_and(|c| !c.active) {
