@@ -9,6 +9,8 @@ use std::cmp::Reverse;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
+use zeroize::Zeroizing;
+
 use crate::wire::isakmp::{HEADER_LEN, Header, flags};
 
 use super::super::informational;
@@ -39,7 +41,7 @@ pub(super) struct Reauth {
 
 impl Responder {
     /// The key that authenticates `peer_id` at `addr` (the order MM5 tries them in).
-    fn psk_for(&self, addr: std::net::Ipv4Addr, peer_id: &[u8]) -> Option<Vec<u8>> {
+    fn psk_for(&self, addr: std::net::Ipv4Addr, peer_id: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         let by_addr = self.cfg.peers.iter().find(|p| p.address == Some(addr));
         let by_id = self
             .cfg
@@ -48,8 +50,8 @@ impl Responder {
             .find(|p| p.address.is_none() && p.id.as_deref() == Some(peer_id));
         by_addr
             .or(by_id)
-            .map(|p| p.psk.to_vec())
-            .or_else(|| self.cfg.psk.as_ref().map(|k| k.to_vec()))
+            .map(|p| p.psk.clone())
+            .or_else(|| self.cfg.psk.clone())
     }
 
     /// Starts our new Main Mode for ISAKMP SA `old` if the peer has not made one.
