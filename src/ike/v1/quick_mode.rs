@@ -201,6 +201,35 @@ pub struct Qm2Sent {
     nr: Vec<u8>,
 }
 
+/// The pair both roles derive: KEYMAT per direction keyed by the receiver's SPI
+/// (RFC 2409 §5.5), and the selectors as (ours, the peer's).
+fn child_sa(
+    p1: &Phase1Done,
+    c: &proposal::Phase2Choice,
+    our_spi: u32,
+    pfs_gxy: Option<&[u8]>,
+    (ni, nr): (&[u8], &[u8]),
+    selectors: Option<(Identification, Identification)>,
+    peer_original: Option<Ipv4Addr>,
+) -> ChildSa {
+    let klen = c.transform.keymat_len();
+    let (local_ts, peer_ts) = selectors.unzip();
+    ChildSa {
+        inbound_spi: our_spi,
+        outbound_spi: c.peer_spi,
+        transform: c.transform,
+        mode: c.encap.mode(),
+        udp: c.encap.udp(),
+        lifetime: c.lifetime,
+        lifetime_kb: c.lifetime_kb,
+        inbound_keymat: p1.keys.keymat(pfs_gxy, PROTO_ESP, our_spi, ni, nr, klen),
+        outbound_keymat: p1.keys.keymat(pfs_gxy, PROTO_ESP, c.peer_spi, ni, nr, klen),
+        local_ts,
+        peer_ts,
+        peer_original,
+    }
+}
+
 /// Decrypts a Quick Mode or informational message under phase 1 keys.
 fn open(p1: &Phase1Done, iv: &[u8], msg: &[u8]) -> Result<Opened, QmError> {
     decrypt_message(p1.choice.cipher, &p1.keys.ka, iv, msg)
@@ -274,15 +303,17 @@ pub fn on_qm1(
     )
     .map_err(|e| QmError::Crypto(e.to_string()))?;
 
-    let c = sel.choice;
-    let klen = c.transform.keymat_len();
     let gxy = pfs.as_ref().map(|(_, g)| g.as_slice());
-    let inbound_keymat = p1.keys.keymat(gxy, PROTO_ESP, our_spi, &ni, &nr, klen);
-    let outbound_keymat = p1.keys.keymat(gxy, PROTO_ESP, c.peer_spi, &ni, &nr, klen);
-    let (peer_ts, local_ts) = match ts {
-        Some((i, r)) => (Some(i), Some(r)),
-        None => (None, None),
-    };
+    // We are the responder: IDci is the peer's selector, IDcr ours.
+    let child = child_sa(
+        p1,
+        &sel.choice,
+        our_spi,
+        gxy,
+        (&ni, &nr),
+        ts.map(|(i, r)| (r, i)),
+        peer_original,
+    );
     Ok((
         Qm2Sent {
             message_id,
@@ -290,20 +321,7 @@ pub fn on_qm1(
             ni,
             nr,
         },
-        ChildSa {
-            inbound_spi: our_spi,
-            outbound_spi: c.peer_spi,
-            transform: c.transform,
-            mode: c.encap.mode(),
-            udp: c.encap.udp(),
-            lifetime: c.lifetime,
-            lifetime_kb: c.lifetime_kb,
-            inbound_keymat,
-            outbound_keymat,
-            local_ts,
-            peer_ts,
-            peer_original,
-        },
+        child,
         qm2,
     ))
 }
@@ -453,14 +471,15 @@ impl Qm1Sent {
             }
             None => None,
         };
-        let klen = c.transform.keymat_len();
-        let g = gxy.as_ref().map(|g| g.as_slice());
-        let inbound_keymat = p1
-            .keys
-            .keymat(g, PROTO_ESP, self.our_spi, &self.ni, &nr, klen);
-        let outbound_keymat = p1
-            .keys
-            .keymat(g, PROTO_ESP, c.peer_spi, &self.ni, &nr, klen);
+        let child = child_sa(
+            p1,
+            &c,
+            self.our_spi,
+            gxy.as_ref().map(|g| g.as_slice()),
+            (&self.ni, &nr),
+            self.offer.ids,
+            None,
+        );
         let hash3 = p1.keys.qm_hash3(self.message_id, &self.ni, &nr);
         let mut b = ChainBuilder::new();
         b.push(payload::HASH, &hash3);
@@ -472,26 +491,6 @@ impl Qm1Sent {
             &b,
         )
         .map_err(|e| QmError::Crypto(e.to_string()))?;
-        let (local_ts, peer_ts) = match self.offer.ids {
-            Some((i, r)) => (Some(i), Some(r)),
-            None => (None, None),
-        };
-        Ok((
-            ChildSa {
-                inbound_spi: self.our_spi,
-                outbound_spi: c.peer_spi,
-                transform: c.transform,
-                mode: c.encap.mode(),
-                udp: c.encap.udp(),
-                lifetime: c.lifetime,
-                lifetime_kb: c.lifetime_kb,
-                inbound_keymat,
-                outbound_keymat,
-                local_ts,
-                peer_ts,
-                peer_original: None,
-            },
-            qm3,
-        ))
+        Ok((child, qm3))
     }
 }
