@@ -418,7 +418,7 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
         let p = w.xsk_out.snapshot();
         per_worker.push(json!({
             "cpu": w.cpu,
-            "stats": stats_json(&s),
+            "stats": sekisho::daemon::stats_json(&s),
             "outside": p,
         }));
         sum.add(&s);
@@ -433,7 +433,7 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
         "transform": t.name(),
         "seconds": elapsed,
         "batch": a.batch,
-        "stats": stats_json(&sum),
+        "stats": sekisho::daemon::stats_json(&sum),
         // What the worker handed to the inside link.
         "out_packets": sum.decap_out - sum.drops_for(DropReason::TxFull),
         "control_msgs_received": to_control,
@@ -468,26 +468,6 @@ pub fn left_in_ring(redirected: u64, p: &PortSnap) -> i64 {
         - p.kernel.rx_dropped as i64
         - p.kernel.rx_invalid_descs as i64
         - p.user.rx as i64
-}
-
-/// Counters as JSON: the fixed ones and every non-zero drop reason.
-pub fn stats_json(s: &Stats) -> serde_json::Value {
-    let drops: Drops = s
-        .nonzero_drops()
-        .map(|(r, n)| (r.name().to_string(), n))
-        .collect();
-    json!({
-        "decap_in": s.decap_in,
-        "decap_out": s.decap_out,
-        "decap_out_bytes": s.decap_out_bytes,
-        "encap_in": s.encap_in,
-        "encap_out": s.encap_out,
-        "encap_out_bytes": s.encap_out_bytes,
-        "to_control": s.to_control,
-        "nat_keepalives": s.nat_keepalives,
-        "drops": drops,
-        "drops_total": s.total_drops(),
-    })
 }
 
 fn line(s: &Stats, prev: &Stats, ws: &[WorkerHandle], steer: &Steering) -> String {
