@@ -27,6 +27,8 @@ mod forward;
 mod gateway;
 #[path = "loadgen/generator.rs"]
 mod generator;
+#[path = "loadgen/handshake.rs"]
+mod handshake;
 #[path = "loadgen/hold.rs"]
 mod hold;
 #[path = "loadgen/report.rs"]
@@ -259,6 +261,33 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         hold_seconds: u64,
     },
+    /// Connects --clients simulated L2TP/IPsec clients (full IKEv1 MM + QM, L2TP,
+    /// PPP MS-CHAPv2) as fast as a `sekisho run` gateway in namespaces of its own
+    /// accepts them; reports setups per second and per control-core second, step by
+    /// step, and RSS per session, as JSON.
+    Handshake {
+        /// Simulated clients.
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        /// DH group the clients offer: x25519, ecp256, ecp384, modp2048.
+        #[arg(long, default_value = "x25519", value_parser = sekisho::demo::parse_group)]
+        group: sekisho::ike::v1::crypto::DhGroup,
+        /// Handshakes in flight at once.
+        #[arg(long, default_value_t = sekisho::demo::fleet::WINDOW)]
+        window: usize,
+        /// Gateway data plane: auto, xdp, socket.
+        #[arg(long, value_enum, default_value = "auto")]
+        io: sekisho::demo::IoChoice,
+        /// Gateway worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Client fleet threads (0: one per 2500 clients, at most the cores).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// The `sekisho` binary (default: next to this one).
+        #[arg(long)]
+        sekisho: Option<std::path::PathBuf>,
+    },
     /// Markdown table of a perf/run.sh work directory.
     Report {
         /// Work directory with one subdirectory per case.
@@ -432,6 +461,26 @@ fn run(cli: Cli, signals: &Signals) -> Res<()> {
                 user,
                 password,
                 hold_seconds,
+            },
+            signals,
+        ),
+        Cmd::Handshake {
+            clients,
+            group,
+            window,
+            io,
+            workers,
+            threads,
+            sekisho,
+        } => handshake::run(
+            handshake::Args {
+                clients,
+                group,
+                window,
+                io,
+                workers,
+                threads,
+                sekisho,
             },
             signals,
         ),

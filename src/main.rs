@@ -44,7 +44,7 @@ enum Command {
         /// Simulated clients.
         #[arg(long, default_value_t = 200)]
         clients: usize,
-        /// Seconds of traffic once every session is up.
+        /// Seconds of traffic once every session is up (0: handshakes only).
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
         /// Inner IPv4 packet size: 64..=1400, or imix (7:4:1 of 64/576/1400).
@@ -59,6 +59,12 @@ enum Command {
         /// Client fleet threads (0: one per 2500 clients, at most the cores).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// DH group the clients offer: x25519, ecp256, ecp384, modp2048.
+        #[arg(long, default_value = "x25519", value_parser = sekisho::demo::parse_group)]
+        group: sekisho::ike::v1::crypto::DhGroup,
+        /// Clients in handshake at once.
+        #[arg(long, default_value_t = sekisho::demo::fleet::WINDOW)]
+        window: usize,
         /// Print one JSON object instead of the table (progress stays on stderr).
         #[arg(long)]
         json: bool,
@@ -106,6 +112,8 @@ fn main() -> ExitCode {
             io,
             workers,
             threads,
+            group,
+            window,
             json,
         } => run_demo(
             &sekisho::demo::Options {
@@ -116,6 +124,8 @@ fn main() -> ExitCode {
                 workers,
                 fleet_threads: threads,
                 progress: true,
+                group,
+                window,
             },
             json,
         ),

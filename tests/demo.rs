@@ -89,3 +89,41 @@ fn demo_without_root_on_loopback() {
     assert_eq!(v["world"], "loopback", "{v}");
     assert_eq!(v["io"], "socket", "{v}");
 }
+
+/// perf's handshake mode: the demo world without traffic, with the DH group chosen
+/// (MODP-2048 here, the socket backend), and the gateway's bill — control-thread CPU
+/// per step of sessions and RSS per session — in its JSON.
+#[test]
+fn perf_handshake_mode_reports_the_gateway_cost() {
+    let test = "perf_handshake_mode_reports_the_gateway_cost";
+    if !nix::unistd::geteuid().is_root() {
+        common::skip(test, "needs root (network namespaces)");
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_sekisho-perf"))
+        .args(["handshake", "--clients", "40", "--group", "modp2048"])
+        .args(["--io", "socket", "--window", "16"])
+        .arg("--sekisho")
+        .arg(env!("CARGO_BIN_EXE_sekisho"))
+        .output()
+        .expect("run sekisho-perf handshake");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "handshake failed ({}):\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("JSON: {e}: {stdout}"));
+    assert_eq!(v["sessions_up"], 40, "{v}");
+    assert_eq!(v["sessions_failed"], 0, "{v}");
+    assert_eq!(v["group"], "Modp2048", "{v}");
+    assert_eq!(v["io"], "socket", "{v}");
+    assert!(v["control_cpu_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["per_control_core_s"].as_f64().unwrap() > 0.0, "{v}");
+    let steps = v["steps"].as_array().unwrap();
+    assert!(!steps.is_empty(), "{v}");
+    let sum: u64 = steps.iter().map(|s| s["sessions"].as_u64().unwrap()).sum();
+    assert_eq!(sum, 40, "every session is in one step: {v}");
+}

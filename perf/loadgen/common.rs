@@ -247,6 +247,15 @@ impl Signals {
         Ok(Signals(fd))
     }
 
+    /// Unblocks the signals again in the calling thread (and the threads it spawns
+    /// from now on), for code that handles SIGINT/SIGTERM itself.
+    pub fn unblock(&self) -> Res<()> {
+        let mut m = SigSet::empty();
+        m.add(Signal::SIGINT);
+        m.add(Signal::SIGTERM);
+        m.thread_unblock().ctx("unblock SIGINT/SIGTERM")
+    }
+
     /// Whether a signal came (does not block).
     pub fn pending(&self) -> bool {
         matches!(self.0.read_signal(), Ok(Some(_)))

@@ -84,9 +84,10 @@ pub struct DemoClient {
     pub failure: Option<String>,
 }
 
-/// The IKE proposal of the demo clients: AES-128-CBC, SHA-256, Curve25519 (cheap DH,
-/// so thousands of clients set up in seconds); ESP AES-128-GCM.
-fn ike_config(local: SocketAddrV4, gateway: Ipv4Addr) -> ClientConfig {
+/// The IKE proposal of the demo clients: AES-128-CBC, SHA-256 and the DH group asked
+/// for (Curve25519 by default: cheap, so thousands of clients set up in seconds); ESP
+/// AES-128-GCM.
+fn ike_config(local: SocketAddrV4, gateway: Ipv4Addr, group: DhGroup) -> ClientConfig {
     ClientConfig {
         local,
         gateway: SocketAddrV4::new(gateway, 500),
@@ -94,7 +95,7 @@ fn ike_config(local: SocketAddrV4, gateway: Ipv4Addr) -> ClientConfig {
         ike: vec![Phase1Choice {
             cipher: IkeCipher::AesCbc { key_len: 16 },
             hash: HashAlg::Sha256,
-            group: DhGroup::Curve25519,
+            group,
             lifetime: Duration::from_secs(3600),
         }],
         esp: vec![Transform::Aes128Gcm],
@@ -105,17 +106,18 @@ fn ike_config(local: SocketAddrV4, gateway: Ipv4Addr) -> ClientConfig {
 }
 
 impl DemoClient {
-    /// Opens the client's socket on `local` and sends MM1.
+    /// Opens the client's socket on `local` and sends MM1 offering DH `group`.
     pub fn start(
         k: usize,
         local: SocketAddrV4,
         gateway: Ipv4Addr,
+        group: DhGroup,
         now: Instant,
     ) -> Result<Self, String> {
         let sock = UdpSocket::bind(local).map_err(|e| format!("bind {local}: {e}"))?;
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
         let our_spi = 0x5e00_0000 | k as u32;
-        let (mut ike, mm1) = IkeClient::start(ike_config(local, gateway), our_spi)
+        let (mut ike, mm1) = IkeClient::start(ike_config(local, gateway, group), our_spi)
             .map_err(|e| format!("IKE start: {e}"))?;
         ike.force_encap();
         let mut c = DemoClient {

@@ -19,7 +19,8 @@ use super::client::{DemoClient, Stage};
 use super::world::{Layout, enter};
 use super::{Phase, Shared, Size};
 
-/// Clients in handshake at once, over the whole fleet.
+/// Clients in handshake at once, over the whole fleet (the default of
+/// [`Options::window`](super::Options)).
 pub const WINDOW: usize = 256;
 /// Inner packets per client per `sendmmsg`.
 const BURST: usize = 16;
@@ -55,13 +56,17 @@ pub struct FleetCtx {
     pub size: Size,
     /// Fleet threads (for the window share).
     pub threads: usize,
+    /// Clients in handshake at once, over the whole fleet.
+    pub window: usize,
+    /// The DH group the clients offer.
+    pub group: crate::ike::v1::crypto::DhGroup,
 }
 
 /// Runs clients `ks` until the phase is `Stop`.
 pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, String> {
     enter(ctx.layout.client_ns())?;
     let sh = &ctx.shared;
-    let window = (WINDOW / ctx.threads).max(8);
+    let window = (ctx.window / ctx.threads).max(1);
     let mut clients: Vec<DemoClient> = Vec::with_capacity(ks.len());
     let mut counted: Vec<bool> = Vec::with_capacity(ks.len());
     let mut next_k = ks.start;
@@ -90,7 +95,7 @@ pub fn run(ctx: FleetCtx, ks: std::ops::Range<usize>) -> Result<ThreadResult, St
         // Start clients while the window has room.
         while next_k < ks.end && in_handshake < window && phase == Phase::Setup {
             let local = SocketAddrV4::new(ctx.layout.clients, PORT_BASE + next_k as u16);
-            match DemoClient::start(next_k, local, ctx.layout.gateway, now) {
+            match DemoClient::start(next_k, local, ctx.layout.gateway, ctx.group, now) {
                 Ok(c) => {
                     let ev = EpollEvent::new(EpollFlags::EPOLLIN, clients.len() as u64);
                     epoll

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-pub use report::Summary;
+use crate::ike::v1::crypto::DhGroup;
+pub use report::{SetupCost, Summary};
 
 /// How long the probes run alone before the bulk traffic.
 const IDLE_PROBES: Duration = Duration::from_secs(1);
@@ -70,6 +71,24 @@ impl std::fmt::Display for Size {
             Size::Imix => f.write_str("imix"),
         }
     }
+}
+
+/// A DH group by name (`x25519`, `ecp256`, `ecp384`, `modp2048`, `modp1024`) or
+/// by its IKE number.
+pub fn parse_group(s: &str) -> Result<DhGroup, String> {
+    let g = match s.to_ascii_lowercase().as_str() {
+        "x25519" | "curve25519" | "31" => DhGroup::Curve25519,
+        "ecp256" | "p256" | "19" => DhGroup::Ecp256,
+        "ecp384" | "p384" | "20" => DhGroup::Ecp384,
+        "modp2048" | "14" => DhGroup::Modp2048,
+        "modp1024" | "2" => DhGroup::Modp1024,
+        _ => {
+            return Err(format!(
+                "DH group {s:?}: x25519, ecp256, ecp384, modp2048 or modp1024"
+            ));
+        }
+    };
+    Ok(g)
 }
 
 /// Walks the sizes of a [`Size`].
@@ -162,6 +181,10 @@ pub struct Options {
     pub fleet_threads: usize,
     /// Print the live progress line.
     pub progress: bool,
+    /// The DH group the clients offer.
+    pub group: DhGroup,
+    /// Clients in handshake at once, over the whole fleet.
+    pub window: usize,
 }
 
 impl Default for Options {
@@ -174,6 +197,8 @@ impl Default for Options {
             workers: 1,
             fleet_threads: 0,
             progress: true,
+            group: DhGroup::Curve25519,
+            window: fleet::WINDOW,
         }
     }
 }
@@ -285,6 +310,9 @@ pub fn run(o: &Options, exe: &std::path::Path) -> Result<Summary, String> {
     if o.clients == 0 || o.clients > 40_000 {
         return Err("--clients: 1..=40000".into());
     }
+    if o.seconds < 0.0 || !o.seconds.is_finite() {
+        return Err("--seconds: 0 (handshakes only) or more".into());
+    }
     if !root && o.io == IoChoice::Xdp {
         return Err("--io xdp needs root (AF_XDP and network namespaces)".into());
     }
@@ -342,9 +370,13 @@ fn drive(
         shared: sh.clone(),
         size: o.size,
         threads: nthreads,
+        window: o.window.max(1),
+        group: o.group,
     };
     let per = o.clients.div_ceil(nthreads);
     let mut fleet_threads = Vec::new();
+    let gw_pid = w.gateway_pid().unwrap_or(0);
+    let mut cost = report::SetupMeter::new(gw_pid, o.clients);
     let t0 = Instant::now();
     for t in 0..nthreads {
         let ks = t * per..((t + 1) * per).min(o.clients);
@@ -384,9 +416,15 @@ fn drive(
         );
         *last = (now, r);
     };
+    let mut next_tick = Instant::now() + Duration::from_millis(250);
     loop {
-        std::thread::sleep(Duration::from_millis(250));
-        tick(&mut last);
+        // Sampled often (the gateway's CPU per step of sessions up); printed 4× a second.
+        std::thread::sleep(Duration::from_millis(10));
+        cost.sample(sh.up.load(Ordering::Relaxed));
+        if Instant::now() >= next_tick {
+            next_tick += Duration::from_millis(250);
+            tick(&mut last);
+        }
         let done = sh.up.load(Ordering::Relaxed) + sh.failed.load(Ordering::Relaxed);
         if done >= o.clients as u64 || Instant::now() > deadline {
             break;
@@ -402,6 +440,7 @@ fn drive(
     }
     let setup_end = Instant::now();
     let up = sh.up.load(Ordering::Relaxed);
+    let setup_cost = cost.finish(up);
     let pid = w.gateway_pid().unwrap_or(0);
     let ticks0 = report::thread_ticks(pid);
     let base = sh.rates();
@@ -409,13 +448,14 @@ fn drive(
         sh.up_sent.load(Ordering::Relaxed),
         sh.down_sent.load(Ordering::Relaxed),
     );
-    if abort.is_none() && up > 0 {
+    let traffic_wanted = o.seconds > 0.0;
+    if abort.is_none() && up > 0 && traffic_wanted {
         sh.set_phase(Phase::Idle);
         std::thread::sleep(IDLE_PROBES);
         tick(&mut last);
     }
     let traffic_start = Instant::now();
-    if abort.is_none() && up > 0 {
+    if abort.is_none() && up > 0 && traffic_wanted {
         sh.set_phase(Phase::Traffic);
         let end = traffic_start + Duration::from_secs_f64(o.seconds);
         while Instant::now() < end {
@@ -515,6 +555,8 @@ fn drive(
         drops,
         cpu: report::cpu_between(&ticks0, &ticks1, traffic),
         failures,
+        group: format!("{:?}", o.group),
+        setup_cost,
     })
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -75,6 +75,167 @@ pub struct Summary {
     pub cpu: Vec<ThreadCpu>,
     /// Why clients failed (reason → count).
     pub failures: HashMap<String, usize>,
+    /// The DH group the clients offered.
+    pub group: String,
+    /// What the setup cost the gateway.
+    pub setup_cost: SetupCost,
+}
+
+/// What setting the sessions up cost the gateway, from its CPU clocks and RSS.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SetupCost {
+    /// CPU seconds of the control thread (IKE, L2TP, PPP, RADIUS, pool) during setup.
+    pub control_cpu_s: f64,
+    /// CPU seconds of every gateway thread during setup (control and workers).
+    pub gateway_cpu_s: f64,
+    /// Sessions set up per second of control-thread CPU: what one control core
+    /// sustains when it has the core to itself.
+    pub per_control_core_s: f64,
+    /// The gateway's resident set when the first client started, kB.
+    pub rss_kb_start: u64,
+    /// … and when the last session came up, kB.
+    pub rss_kb_end: u64,
+    /// RSS growth per session up, bytes.
+    pub rss_bytes_per_session: f64,
+    /// The same per step of sessions (a tenth of the clients each): is the cost flat
+    /// as sessions accumulate?
+    pub steps: Vec<SetupStep>,
+}
+
+/// One step of [`SetupCost::steps`].
+#[derive(Clone, Debug, Serialize)]
+pub struct SetupStep {
+    /// Sessions up at the end of the step.
+    pub up_to: u64,
+    /// Sessions that came up in the step.
+    pub sessions: u64,
+    /// Sessions per wall-clock second in the step.
+    pub per_s: f64,
+    /// Sessions per second of control-thread CPU in the step.
+    pub per_control_core_s: f64,
+}
+
+/// Samples the gateway's control-thread CPU clock each time another step of sessions
+/// is up (the thread's `schedstat`: nanoseconds on CPU).
+pub struct SetupMeter {
+    pid: u32,
+    step: u64,
+    next_mark: u64,
+    start: (u64, Instant, u64),
+    last: (u64, Instant, u64),
+    total_start: u64,
+    rss_kb_start: u64,
+    steps: Vec<SetupStep>,
+}
+
+impl SetupMeter {
+    /// Starts measuring gateway `pid` for `clients` clients.
+    pub fn new(pid: u32, clients: usize) -> SetupMeter {
+        let step = (clients as u64 / 10).max(1);
+        let now = (0, Instant::now(), control_ns(pid));
+        SetupMeter {
+            pid,
+            step,
+            next_mark: step,
+            start: now,
+            last: now,
+            total_start: process_ns(pid),
+            rss_kb_start: rss_kb(pid),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Called often with the sessions up so far.
+    pub fn sample(&mut self, up: u64) {
+        if up < self.next_mark {
+            return;
+        }
+        while self.next_mark <= up {
+            self.next_mark += self.step;
+        }
+        self.close_step(up);
+    }
+
+    fn close_step(&mut self, up: u64) {
+        let now = (up, Instant::now(), control_ns(self.pid));
+        let n = up.saturating_sub(self.last.0);
+        if n > 0 {
+            let wall = now.1.duration_since(self.last.1).as_secs_f64().max(1e-6);
+            let cpu = now.2.saturating_sub(self.last.2) as f64 / 1e9;
+            self.steps.push(SetupStep {
+                up_to: up,
+                sessions: n,
+                per_s: n as f64 / wall,
+                per_control_core_s: if cpu > 0.0 { n as f64 / cpu } else { 0.0 },
+            });
+        }
+        self.last = now;
+    }
+
+    /// The cost of the whole setup, `up` sessions.
+    pub fn finish(mut self, up: u64) -> SetupCost {
+        if up > self.last.0 {
+            self.close_step(up);
+        }
+        let control = self.last.2.saturating_sub(self.start.2) as f64 / 1e9;
+        let total = process_ns(self.pid).saturating_sub(self.total_start) as f64 / 1e9;
+        let rss_kb_end = rss_kb(self.pid);
+        SetupCost {
+            control_cpu_s: control,
+            gateway_cpu_s: total,
+            per_control_core_s: if control > 0.0 {
+                up as f64 / control
+            } else {
+                0.0
+            },
+            rss_kb_start: self.rss_kb_start,
+            rss_kb_end,
+            rss_bytes_per_session: if up > 0 {
+                rss_kb_end.saturating_sub(self.rss_kb_start) as f64 * 1024.0 / up as f64
+            } else {
+                0.0
+            },
+            steps: self.steps,
+        }
+    }
+}
+
+/// Nanoseconds on CPU of thread `tid` of process `pid` (`schedstat`, first field).
+fn task_ns(pid: u32, tid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The control thread's CPU nanoseconds (it is the main thread: TID = PID).
+fn control_ns(pid: u32) -> u64 {
+    task_ns(pid, &pid.to_string())
+}
+
+/// CPU nanoseconds of every thread of `pid` still running.
+fn process_ns(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.flatten()
+        .map(|e| task_ns(pid, &e.file_name().to_string_lossy()))
+        .sum()
+}
+
+/// Resident set of `pid`, kB.
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 /// Percentiles of the round-trip histogram (µs).
@@ -190,9 +351,23 @@ pub fn table(s: &Summary) -> String {
         s.sessions_up, s.sessions_failed
     );
     o += &format!(
-        "  setup          {:.2} s for all, {:.0} sessions/s\n",
-        s.setup_seconds, s.setup_per_s
+        "  setup          {:.2} s for all, {:.0} sessions/s ({}); control thread {:.2} CPU-s = {:.0} sessions per control-core second\n",
+        s.setup_seconds,
+        s.setup_per_s,
+        s.group,
+        s.setup_cost.control_cpu_s,
+        s.setup_cost.per_control_core_s
     );
+    o += &format!(
+        "  memory         gateway RSS {} → {} kB, {:.1} kB per session\n",
+        s.setup_cost.rss_kb_start,
+        s.setup_cost.rss_kb_end,
+        s.setup_cost.rss_bytes_per_session / 1000.0
+    );
+    if s.seconds == 0.0 {
+        o += "  traffic        none (--seconds 0: handshakes only)\n";
+        return o + &failures_lines(s);
+    }
     o += &format!(
         "  clients→inside {:8.3} Gb/s {:8.4} Mpps   ({:.1}% of {} sent arrived)\n",
         s.up_gbps,
@@ -236,12 +411,16 @@ pub fn table(s: &Summary) -> String {
         "  gateway CPU    {} (of one core, traffic phase)\n",
         cpu.join(", ")
     );
-    if !s.failures.is_empty() {
-        let mut f: Vec<_> = s.failures.iter().collect();
-        f.sort_by(|a, b| b.1.cmp(a.1));
-        for (why, n) in f.iter().take(5) {
-            o += &format!("  failed         {n} × {why}\n");
-        }
+    o + &failures_lines(s)
+}
+
+/// The five commonest failure reasons, one line each.
+fn failures_lines(s: &Summary) -> String {
+    let mut o = String::new();
+    let mut f: Vec<_> = s.failures.iter().collect();
+    f.sort_by(|a, b| b.1.cmp(a.1));
+    for (why, n) in f.iter().take(5) {
+        o += &format!("  failed         {n} × {why}\n");
     }
     o
 }
