@@ -31,6 +31,8 @@ mod generator;
 mod handshake;
 #[path = "loadgen/hold.rs"]
 mod hold;
+#[path = "loadgen/matrix.rs"]
+mod matrix;
 #[path = "loadgen/report.rs"]
 mod report;
 #[path = "loadgen/sink.rs"]
@@ -288,6 +290,23 @@ enum Cmd {
         #[arg(long)]
         sekisho: Option<std::path::PathBuf>,
     },
+    /// The report of a perf/report.sh work directory: Markdown plus two SVG plots.
+    Matrix {
+        /// Work directory (machine.txt, bench.json, matrix.jsonl, handshake.jsonl,
+        /// peers.jsonl, sekisho-peer.jsonl).
+        #[arg(long)]
+        dir: String,
+        /// The Markdown file; the plots go beside it as <stem>-matrix.svg and
+        /// <stem>-peers.svg.
+        #[arg(long)]
+        out: String,
+        /// Date line.
+        #[arg(long, default_value = "")]
+        date: String,
+        /// The command that produced the run.
+        #[arg(long, default_value = "perf/report.sh")]
+        command: String,
+    },
     /// Markdown table of a perf/run.sh work directory.
     Report {
         /// Work directory with one subdirectory per case.
@@ -484,6 +503,17 @@ fn run(cli: Cli, signals: &Signals) -> Res<()> {
             },
             signals,
         ),
+        Cmd::Matrix {
+            dir,
+            out,
+            date,
+            command,
+        } => matrix::run(matrix::Args {
+            dir,
+            out,
+            date,
+            command,
+        }),
         Cmd::Report {
             dir,
             out,
