@@ -4,7 +4,7 @@
 # asserts a rate (the machines are shared and noisy).
 #
 #   perf/report.sh [--seconds S] [--sizes "64 imix 1400"] [--sessions "1 1000 10000"]
-#                  [--io "xdp socket"] [--handshake N] [--groups "x25519 modp2048"]
+#                  [--io "xdp socket" (or xdp+router)] [--handshake N] [--groups "x25519 modp2048"]
 #                  [--no-peers] [--quick] [--no-build] [--keep]
 #
 # 1. the machine: CPU model, cores, memory, kernel, rustc;
@@ -15,7 +15,7 @@
 # 4. handshakes: `sekisho-perf handshake --clients N --group G` for each group: complete
 #    sessions per control-core second, step by step, and RSS per session;
 # 5. peers side by side at 1400 B in the same three-namespace topology: sekisho's demo
-#    with one client (xdp and socket) and perf/peers.sh (boringtun, strongSwan's
+#    with one client (xdp+router, xdp, socket) and perf/peers.sh (boringtun, strongSwan's
 #    userspace ESP with kernel-libipsec);
 # 6. `sekisho-perf matrix` turns the work directory into the Markdown and the plots.
 #
@@ -98,19 +98,22 @@ echo "== sekisho bench" >&2
 "$BIN/sekisho" bench --json --transform aes128-gcm,aes256-sha1 > "$WORK/bench.json"
 
 # demo_row FILE CLIENTS SIZE IO: one demo run, its JSON (or a failure line) appended.
+# IO is xdp, socket, or xdp+router (router mode: the inside veth through AF_XDP too).
 demo_row() {
     local file=$1 clients=$2 size=$3 io=$4 out err
+    local flags=(--io "${io%+router}")
+    [ "$io" = xdp+router ] && flags+=(--inside xdp)
     echo "== demo: $clients client(s), $size B, io $io, ${SECS}s" >&2
     out=$(mktemp "$WORK/demo.XXXXXX")
     err=$out.err
-    if "$BIN/sekisho" demo --clients "$clients" --size "$size" --io "$io" \
+    if "$BIN/sekisho" demo --clients "$clients" --size "$size" "${flags[@]}" \
         --seconds "$SECS" --json > "$out" 2> "$err" && [ -s "$out" ]; then
         tr -d '\n' < "$out" >> "$file"
         echo >> "$file"
         tail -c 300 "$err" | tr '\r' '\n' | tail -2 >&2
     else
         local why
-        why=$(tail -c 400 "$err" | tr '\r\n"\\' '  ' | sed 's/  */ /g')
+        why=$(tail -c 400 "$err" | tr '\r\n' '  ' | tr -c 'A-Za-z0-9 :=,._()/+-' ' ' | sed 's/  */ /g')
         printf '{"failed":true,"clients":%s,"size":"%s","io":"%s","error":"%s"}\n' \
             "$clients" "$size" "$io" "$why" >> "$file"
         echo "   failed: $why" >&2
@@ -140,11 +143,13 @@ done
 
 # 5. Peers at 1400 B, sekisho first (one client: one tunnel, like the peers' runs).
 if [ $PEERS = 1 ]; then
-    for io in $IOS; do
+    for io in xdp+router $IOS; do
         demo_row "$WORK/sekisho-peer.jsonl" 1 1400 "$io"
     done
     echo "== peers (perf/peers.sh)" >&2
-    if ! bash "$ROOT/perf/peers.sh" --seconds "$SECS" --json-out "$WORK/peers.jsonl" \
+    PEER_SECS=${SECS%.*}
+    [ "$PEER_SECS" -ge 3 ] 2>/dev/null || PEER_SECS=3
+    if ! bash "$ROOT/perf/peers.sh" --seconds "$PEER_SECS" --json-out "$WORK/peers.jsonl" \
         > /dev/null 2> "$WORK/peers.err"; then
         echo "   perf/peers.sh failed (its rows say why where it could tell):" >&2
     fi

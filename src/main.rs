@@ -59,6 +59,10 @@ enum Command {
         /// Client fleet threads (0: one per 2500 clients, at most the cores).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// The gateway's inside: tun (the TUN device, the kernel routes to the inside
+        /// host) or xdp (router mode: the inside veth through AF_XDP; needs --io xdp).
+        #[arg(long, default_value = "tun", value_parser = ["tun", "xdp"])]
+        inside: String,
         /// DH group the clients offer: x25519, ecp256, ecp384, modp2048.
         #[arg(long, default_value = "x25519", value_parser = sekisho::demo::parse_group)]
         group: sekisho::ike::v1::crypto::DhGroup,
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
             io,
             workers,
             threads,
+            inside,
             group,
             window,
             json,
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
                 workers,
                 fleet_threads: threads,
                 progress: true,
+                inside_xdp: inside == "xdp",
                 group,
                 window,
             },

@@ -60,6 +60,31 @@ fn demo_twenty_clients_in_network_namespaces() {
 }
 
 #[test]
+fn demo_router_mode_with_the_inside_through_af_xdp() {
+    let test = "demo_router_mode_with_the_inside_through_af_xdp";
+    if !nix::unistd::geteuid().is_root() {
+        common::skip(test, "needs root (network namespaces, AF_XDP)");
+        return;
+    }
+    let v = demo(
+        &[
+            "--clients",
+            "5",
+            "--seconds",
+            "2",
+            "--io",
+            "xdp",
+            "--inside",
+            "xdp",
+        ],
+        false,
+    );
+    check(&v, 5);
+    assert_eq!(v["inside"], "xdp", "{v}");
+    assert!(v["io"].as_str().unwrap().starts_with("xdp"), "{v}");
+}
+
+#[test]
 fn demo_without_root_on_loopback() {
     let test = "demo_without_root_on_loopback";
     let root = nix::unistd::geteuid().is_root();

@@ -51,6 +51,7 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
         workers: a.workers,
         fleet_threads: a.threads,
         progress: true,
+        inside_xdp: false,
         group: a.group,
         window: a.window,
     };

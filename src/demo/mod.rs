@@ -181,6 +181,9 @@ pub struct Options {
     pub fleet_threads: usize,
     /// Print the live progress line.
     pub progress: bool,
+    /// Router mode: the gateway's inside veth through AF_XDP as well (io xdp, netns
+    /// world) instead of the TUN device.
+    pub inside_xdp: bool,
     /// The DH group the clients offer.
     pub group: DhGroup,
     /// Clients in handshake at once, over the whole fleet.
@@ -197,6 +200,7 @@ impl Default for Options {
             workers: 1,
             fleet_threads: 0,
             progress: true,
+            inside_xdp: false,
             group: DhGroup::Curve25519,
             window: fleet::WINDOW,
         }
@@ -315,6 +319,9 @@ pub fn run(o: &Options, exe: &std::path::Path) -> Result<Summary, String> {
     }
     if !root && o.io == IoChoice::Xdp {
         return Err("--io xdp needs root (AF_XDP and network namespaces)".into());
+    }
+    if o.inside_xdp && (!root || o.io != IoChoice::Xdp) {
+        return Err("--inside xdp needs --io xdp and root".into());
     }
     raise_fd_limit(o.clients + 256);
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -526,6 +533,7 @@ fn drive(
             world::Kind::Netns { .. } => "netns".into(),
             world::Kind::Loopback => "loopback".into(),
         },
+        inside: if o.inside_xdp { "xdp" } else { "tun" }.into(),
         clients: o.clients,
         sessions_up,
         sessions_failed: o.clients as u64 - sessions_up,

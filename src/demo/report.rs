@@ -25,6 +25,8 @@ pub struct Summary {
     pub io: String,
     /// `netns` or `loopback`.
     pub world: String,
+    /// The gateway's inside: `tun`, or `xdp` (router mode).
+    pub inside: String,
     /// Clients asked for.
     pub clients: usize,
     /// Sessions whose PPP came up.
@@ -342,8 +344,8 @@ pub fn table(s: &Summary) -> String {
         }
     };
     o += &format!(
-        "sekisho demo: {} clients, {} world, io {}, {} s of traffic, inner size {}\n",
-        s.clients, s.world, s.io, s.seconds, s.size
+        "sekisho demo: {} clients, {} world, io {} (inside: {}), {} s of traffic, inner size {}\n",
+        s.clients, s.world, s.io, s.inside, s.seconds, s.size
     );
     o += "  ----------------------------------------------------------------\n";
     o += &format!(

@@ -221,6 +221,10 @@ pub fn config(o: &Options, layout: &Layout, stats: &std::path::Path) -> String {
         "io = \"{io}\"\nworkers = {}\ntun_name = \"{tun}\"\n",
         o.workers
     );
+    if o.inside_xdp && matches!(layout.kind, Kind::Netns { .. }) {
+        // Router mode: the inside veth through AF_XDP too, no TUN device.
+        c += "inside = \"skdi0\"\n";
+    }
     c += &format!(
         "[ipsec]\npsk = \"{PSK}\"\nmax_half_open = {}\nmax_half_open_per_peer = {}\n\
          dh_per_second = 100000\n",
@@ -354,7 +358,26 @@ fn netns(ns: &[String; 3], workers: usize) -> Result<(), String> {
     ip(&["-n", c, "addr", "add", "10.77.0.2/24", "dev", "skdc0"])?;
     // Inside: gateway ⇄ inside host.
     ip(&[
-        "-n", g, "link", "add", "skdi0", "type", "veth", "peer", "name", "skdi1", "netns", i,
+        "-n",
+        g,
+        "link",
+        "add",
+        "skdi0",
+        "numrxqueues",
+        &q,
+        "numtxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "skdi1",
+        "netns",
+        i,
+        "numrxqueues",
+        &q,
+        "numtxqueues",
+        &q,
     ])?;
     ip(&["-n", g, "addr", "add", "10.88.0.1/24", "dev", "skdi0"])?;
     ip(&["-n", i, "addr", "add", "10.88.0.2/24", "dev", "skdi1"])?;
@@ -386,6 +409,27 @@ fn netns(ns: &[String; 3], workers: usize) -> Result<(), String> {
             .ok_or_else(|| format!("no MAC for {d}"))
     };
     let (mg, mc) = (mac(g, "skdg0")?, mac(c, "skdc0")?);
+    // The inside host for the gateway's router mode (XdpInside reads the kernel's
+    // neighbour table), and the gateway for the inside host.
+    let (mgi, mi) = (mac(g, "skdi0")?, mac(i, "skdi1")?);
+    for (n, addr, lladdr, dev) in [
+        (g, "10.88.0.2", &mi, "skdi0"),
+        (i, "10.88.0.1", &mgi, "skdi1"),
+    ] {
+        ip(&[
+            "-n",
+            n,
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            lladdr,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])?;
+    }
     ip(&[
         "-n",
         c,
