@@ -271,21 +271,8 @@ enum Cmd {
         /// Simulated clients.
         #[arg(long, default_value_t = 10_000)]
         clients: usize,
-        /// DH group the clients offer: x25519, ecp256, ecp384, modp2048.
-        #[arg(long, default_value = "x25519", value_parser = sekisho::demo::parse_group)]
-        group: sekisho::ike::v1::crypto::DhGroup,
-        /// Handshakes in flight at once.
-        #[arg(long, default_value_t = sekisho::demo::fleet::WINDOW)]
-        window: usize,
-        /// Gateway data plane: auto, xdp, socket.
-        #[arg(long, value_enum, default_value = "auto")]
-        io: sekisho::demo::IoChoice,
-        /// Gateway worker threads.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-        /// Client fleet threads (0: one per 2500 clients, at most the cores).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        #[command(flatten)]
+        fleet: sekisho::demo::FleetArgs,
         /// The `sekisho` binary (default: next to this one).
         #[arg(long)]
         sekisho: Option<std::path::PathBuf>,
@@ -485,20 +472,12 @@ fn run(cli: Cli, signals: &Signals) -> Res<()> {
         ),
         Cmd::Handshake {
             clients,
-            group,
-            window,
-            io,
-            workers,
-            threads,
+            fleet,
             sekisho,
         } => handshake::run(
             handshake::Args {
                 clients,
-                group,
-                window,
-                io,
-                workers,
-                threads,
+                fleet,
                 sekisho,
             },
             signals,

@@ -50,25 +50,12 @@ enum Command {
         /// Inner IPv4 packet size: 64..=1400, or imix (7:4:1 of 64/576/1400).
         #[arg(long, default_value = "1400")]
         size: sekisho::demo::Size,
-        /// Gateway data plane: auto (AF_XDP when root), xdp, socket.
-        #[arg(long, value_enum, default_value = "auto")]
-        io: sekisho::demo::IoChoice,
-        /// Gateway worker threads.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-        /// Client fleet threads (0: one per 2500 clients, at most the cores).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        #[command(flatten)]
+        fleet: sekisho::demo::FleetArgs,
         /// The gateway's inside: tun (the TUN device, the kernel routes to the inside
         /// host) or xdp (router mode: the inside veth through AF_XDP; needs --io xdp).
         #[arg(long, default_value = "tun", value_parser = ["tun", "xdp"])]
         inside: String,
-        /// DH group the clients offer: x25519, ecp256, ecp384, modp2048.
-        #[arg(long, default_value = "x25519", value_parser = sekisho::demo::parse_group)]
-        group: sekisho::ike::v1::crypto::DhGroup,
-        /// Clients in handshake at once.
-        #[arg(long, default_value_t = sekisho::demo::fleet::WINDOW)]
-        window: usize,
         /// Print one JSON object instead of the table (progress stays on stderr).
         #[arg(long)]
         json: bool,
@@ -113,25 +100,13 @@ fn main() -> ExitCode {
             clients,
             seconds,
             size,
-            io,
-            workers,
-            threads,
+            fleet,
             inside,
-            group,
-            window,
             json,
         } => run_demo(
             &sekisho::demo::Options {
-                clients,
-                seconds,
-                size,
-                io,
-                workers,
-                fleet_threads: threads,
-                progress: true,
                 inside_xdp: inside == "xdp",
-                group,
-                window,
+                ..sekisho::demo::Options::new(clients, seconds, size, &fleet)
             },
             json,
         ),

@@ -9,19 +9,14 @@
 
 use std::path::PathBuf;
 
-use sekisho::demo::{IoChoice, Options, Size};
-use sekisho::ike::v1::crypto::DhGroup;
+use sekisho::demo::{FleetArgs, Options, Size};
 
 use crate::common::{Res, Signals};
 
 /// Arguments of `handshake`.
 pub struct Args {
     pub clients: usize,
-    pub group: DhGroup,
-    pub window: usize,
-    pub io: IoChoice,
-    pub workers: usize,
-    pub threads: usize,
+    pub fleet: FleetArgs,
     pub sekisho: Option<PathBuf>,
 }
 
@@ -43,18 +38,8 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
             exe.display()
         ));
     }
-    let o = Options {
-        clients: a.clients,
-        seconds: 0.0,
-        size: Size::Fixed(64),
-        io: a.io,
-        workers: a.workers,
-        fleet_threads: a.threads,
-        progress: true,
-        inside_xdp: false,
-        group: a.group,
-        window: a.window,
-    };
+    // No traffic phase: the inner size is never used.
+    let o = Options::new(a.clients, 0.0, Size::Fixed(64), &a.fleet);
     let s = sekisho::demo::run(&o, &exe)?;
     eprintln!();
     eprint!("{}", sekisho::demo::report::table(&s));
@@ -62,7 +47,7 @@ pub fn run(a: Args, signals: &Signals) -> Res<()> {
         "mode": "handshake",
         "clients": s.clients,
         "group": s.group,
-        "window": a.window,
+        "window": a.fleet.window,
         "io": s.io,
         "sessions_up": s.sessions_up,
         "sessions_failed": s.sessions_failed,

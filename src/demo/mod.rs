@@ -164,6 +164,46 @@ impl Window {
     }
 }
 
+/// The gateway and fleet settings `sekisho demo` and `sekisho-perf handshake` share
+/// (their command-line flags).
+#[derive(Clone, Debug, clap::Args)]
+pub struct FleetArgs {
+    /// Gateway data plane: auto (AF_XDP when root), xdp, socket.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub io: IoChoice,
+    /// Gateway worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Client fleet threads (0: one per 2500 clients, at most the cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// DH group the clients offer: x25519, ecp256, ecp384, modp2048.
+    #[arg(long, default_value = "x25519", value_parser = parse_group)]
+    pub group: DhGroup,
+    /// Clients in handshake at once.
+    #[arg(long, default_value_t = fleet::WINDOW)]
+    pub window: usize,
+}
+
+impl Options {
+    /// Options for `clients` clients, `seconds` of traffic of `size`, with `f`'s
+    /// gateway and fleet settings (the TUN inside; progress on).
+    pub fn new(clients: usize, seconds: f64, size: Size, f: &FleetArgs) -> Options {
+        Options {
+            clients,
+            seconds,
+            size,
+            io: f.io,
+            workers: f.workers,
+            fleet_threads: f.threads,
+            progress: true,
+            inside_xdp: false,
+            group: f.group,
+            window: f.window,
+        }
+    }
+}
+
 /// What `sekisho demo` was asked for.
 #[derive(Clone, Debug)]
 pub struct Options {

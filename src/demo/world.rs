@@ -332,53 +332,36 @@ fn netns(ns: &[String; 3], workers: usize) -> Result<(), String> {
     // Outside: clients ⇄ gateway, one queue per gateway worker (the steering program
     // redirects each queue to its worker's AF_XDP socket; a queue without one drops).
     let q = workers.max(1).to_string();
-    ip(&[
-        "-n",
-        g,
-        "link",
-        "add",
-        "skdg0",
-        "numrxqueues",
-        &q,
-        "numtxqueues",
-        &q,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "skdc0",
-        "netns",
-        c,
-        "numrxqueues",
-        &q,
-        "numtxqueues",
-        &q,
-    ])?;
+    // A veth pair from `ns:dev` to `peer_ns:peer`, `q` queues on both ends.
+    let veth = |ns: &str, dev: &str, peer_ns: &str, peer: &str| {
+        ip(&[
+            "-n",
+            ns,
+            "link",
+            "add",
+            dev,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "netns",
+            peer_ns,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+        ])
+    };
+    veth(g, "skdg0", c, "skdc0")?;
     ip(&["-n", g, "addr", "add", "10.77.0.254/24", "dev", "skdg0"])?;
     ip(&["-n", c, "addr", "add", "10.77.0.2/24", "dev", "skdc0"])?;
-    // Inside: gateway ⇄ inside host.
-    ip(&[
-        "-n",
-        g,
-        "link",
-        "add",
-        "skdi0",
-        "numrxqueues",
-        &q,
-        "numtxqueues",
-        &q,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "skdi1",
-        "netns",
-        i,
-        "numrxqueues",
-        &q,
-        "numtxqueues",
-        &q,
-    ])?;
+    // Inside: gateway ⇄ inside host (queues for router mode's AF_XDP sockets).
+    veth(g, "skdi0", i, "skdi1")?;
     ip(&["-n", g, "addr", "add", "10.88.0.1/24", "dev", "skdi0"])?;
     ip(&["-n", i, "addr", "add", "10.88.0.2/24", "dev", "skdi1"])?;
     for (n, d) in [(g, "skdg0"), (c, "skdc0"), (g, "skdi0"), (i, "skdi1")] {
