@@ -488,8 +488,7 @@ fn drive(
     let setup_end = Instant::now();
     let up = sh.up.load(Ordering::Relaxed);
     let setup_cost = cost.finish(up);
-    let pid = w.gateway_pid().unwrap_or(0);
-    let ticks0 = report::thread_ticks(pid);
+    let ticks0 = report::thread_ticks(gw_pid);
     let base = sh.rates();
     let (base_up_sent, base_down_sent) = (
         sh.up_sent.load(Ordering::Relaxed),
@@ -519,7 +518,7 @@ fn drive(
         }
     }
     let traffic = traffic_start.elapsed();
-    let ticks1 = report::thread_ticks(pid);
+    let ticks1 = report::thread_ticks(gw_pid);
     let end = sh.rates();
     sh.set_phase(Phase::Stop);
     if o.progress {
