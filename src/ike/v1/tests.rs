@@ -66,6 +66,8 @@ struct Net {
     now: Instant,
     installs: Vec<Install>,
     actions: Vec<Action>,
+    /// 'S' for each Send, 'I' for each Install, in the order the responder gave them.
+    order: String,
 }
 
 impl Net {
@@ -75,6 +77,7 @@ impl Net {
             now: Instant::now(),
             installs: Vec::new(),
             actions: Vec::new(),
+            order: String::new(),
         }
     }
 
@@ -101,8 +104,14 @@ impl Net {
         let mut replies = Vec::new();
         while let Some(a) = self.r.poll_action() {
             match a {
-                Action::Send { data, .. } => replies.push(data),
-                Action::Install(i) => self.installs.push(*i),
+                Action::Send { data, .. } => {
+                    self.order.push('S');
+                    replies.push(data)
+                }
+                Action::Install(i) => {
+                    self.order.push('I');
+                    self.installs.push(*i)
+                }
                 other => self.actions.push(other),
             }
         }
@@ -153,6 +162,9 @@ fn full_setup_without_nat_installs_matching_keys() {
         net.actions.as_slice(),
         [Action::Activate { replaces: None, .. }]
     ));
+    // MM2, MM4, MM6, then the pair goes to the worker before QM2 does: the client
+    // sends ESP right after QM3, and the worker must know the SPI by then.
+    assert_eq!(net.order, "SSSIS");
 }
 
 #[test]
@@ -495,8 +507,14 @@ fn gateway_starts_the_phase2_rekey_and_switches_after_qm3() {
         .collect();
     assert_eq!(qm1.len(), 1, "our QM1");
     let qm2 = c.input(&qm1[0]).expect("client").expect("qm2");
+    let before = net.order.len();
     let qm3 = net.deliver(&qm2, no_nat);
     assert_eq!(qm3.len(), 1, "our QM3");
+    assert_eq!(
+        &net.order[before..],
+        "IS",
+        "the new pair is installed before QM3 goes"
+    );
     assert_eq!(net.installs.len(), 2);
     let new = net.installs[1].child.inbound_spi;
     assert_eq!(

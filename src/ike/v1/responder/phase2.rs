@@ -71,7 +71,6 @@ impl Responder {
                 let (peer, local, ike_worker) = (ike.peer, ike.local, ike.worker);
                 let peer_id = ike.p1.peer_id.data.clone();
                 let natt = ike.p1.natt;
-                self.send(ike_worker, peer, local, qm2);
                 let expires = now + child.lifetime;
                 tracing::info!(
                     peer = %peer,
@@ -88,6 +87,8 @@ impl Responder {
                     Timer::Child(spi),
                 )));
                 self.timers.push(Reverse((expires, Timer::Child(spi))));
+                // The pair first, then QM2: the peer sends ESP as soon as it has sent
+                // QM3, and the worker must hold the SPI by then.
                 self.actions.push_back(Action::Install(Box::new(Install {
                     worker,
                     peer,
@@ -95,6 +96,7 @@ impl Responder {
                     child,
                     rekeys,
                 })));
+                self.send(ike_worker, peer, local, qm2);
             }
             Err(e) => {
                 self.spis.release(spi);

@@ -162,7 +162,6 @@ impl Responder {
         let (w, peer, local) = (ike.worker, ike.peer, ike.local);
         let peer_id = ike.p1.peer_id.data.clone();
         let natt = ike.p1.natt;
-        self.send(w, peer, local, qm3);
         let worker = self.children.get(&init.old).map_or(w, |c| c.worker);
         let rekeys = self
             .add_child(now, cookies, worker, (peer, peer_id), &child, natt)
@@ -176,6 +175,7 @@ impl Responder {
             Timer::Activate(child.inbound_spi),
         )));
         self.stats.qm_done += 1;
+        // The new pair first, then QM3: the peer may send on it once it has QM3.
         self.actions.push_back(Action::Install(Box::new(Install {
             worker,
             peer,
@@ -183,5 +183,6 @@ impl Responder {
             child,
             rekeys,
         })));
+        self.send(w, peer, local, qm3);
     }
 }
