@@ -476,12 +476,8 @@ fn drive(
         if done >= o.clients as u64 || Instant::now() > deadline {
             break;
         }
-        if interrupted.load(Ordering::Relaxed) {
-            abort = Some("interrupted".to_string());
-            break;
-        }
-        if let Some(e) = w.gateway_exited() {
-            abort = Some(e);
+        abort = abort_reason(interrupted, w);
+        if abort.is_some() {
             break;
         }
     }
@@ -507,12 +503,8 @@ fn drive(
         while Instant::now() < end {
             std::thread::sleep(Duration::from_millis(250).min(end - Instant::now()));
             tick(&mut last);
-            if interrupted.load(Ordering::Relaxed) {
-                abort = Some("interrupted".to_string());
-                break;
-            }
-            if let Some(e) = w.gateway_exited() {
-                abort = Some(e);
+            abort = abort_reason(interrupted, w);
+            if abort.is_some() {
                 break;
             }
         }
@@ -605,6 +597,14 @@ fn drive(
         group: format!("{:?}", o.group),
         setup_cost,
     })
+}
+
+/// Why the run must stop now: Ctrl-C, or the gateway exited (with its log tail).
+fn abort_reason(interrupted: &AtomicBool, w: &mut world::World) -> Option<String> {
+    if interrupted.load(Ordering::Relaxed) {
+        return Some("interrupted".to_string());
+    }
+    w.gateway_exited()
 }
 
 /// Raises the open-file limit to at least `n` (one socket per client), as far as the

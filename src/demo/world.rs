@@ -392,10 +392,12 @@ fn netns(ns: &[String; 3], workers: usize) -> Result<(), String> {
             .ok_or_else(|| format!("no MAC for {d}"))
     };
     let (mg, mc) = (mac(g, "skdg0")?, mac(c, "skdc0")?);
-    // The inside host for the gateway's router mode (XdpInside reads the kernel's
-    // neighbour table), and the gateway for the inside host.
     let (mgi, mi) = (mac(g, "skdi0")?, mac(i, "skdi1")?);
+    // Both ends of both links; the inside host's entry is what router mode's
+    // XdpInside reads from the kernel's neighbour table.
     for (n, addr, lladdr, dev) in [
+        (c, "10.77.0.254", &mg, "skdc0"),
+        (g, "10.77.0.2", &mc, "skdg0"),
         (g, "10.88.0.2", &mi, "skdi0"),
         (i, "10.88.0.1", &mgi, "skdi1"),
     ] {
@@ -413,32 +415,6 @@ fn netns(ns: &[String; 3], workers: usize) -> Result<(), String> {
             "permanent",
         ])?;
     }
-    ip(&[
-        "-n",
-        c,
-        "neigh",
-        "replace",
-        "10.77.0.254",
-        "lladdr",
-        &mg,
-        "dev",
-        "skdc0",
-        "nud",
-        "permanent",
-    ])?;
-    ip(&[
-        "-n",
-        g,
-        "neigh",
-        "replace",
-        "10.77.0.2",
-        "lladdr",
-        &mc,
-        "dev",
-        "skdg0",
-        "nud",
-        "permanent",
-    ])?;
     Ok(())
 }
 
